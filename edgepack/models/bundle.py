@@ -1,0 +1,27 @@
+"""ModelBundle: the nn.Module plus everything the later stages need to export and check it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from edgepack.records import Provenance
+
+if TYPE_CHECKING:  # torch is imported only where a model is loaded
+    import torch
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    module: "torch.nn.Module"  # in eval mode; returns one tensor (see models.outputs)
+    example_inputs: tuple["torch.Tensor", ...]
+    input_names: tuple[str, ...]
+    provenance: Provenance
+
+    @property
+    def name(self) -> str:
+        return self.provenance.model_name
+
+    def replace(self, **changes: Any) -> "ModelBundle":
+        return dataclasses.replace(self, **changes)

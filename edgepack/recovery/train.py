@@ -1,0 +1,68 @@
+"""Plain supervised training and eager evaluation, shared by the zoo script, fine-tuning and distillation."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgepack.data.dataset import ArrayDataset
+
+# loss(model_outputs, labels, inputs) -> scalar; distillation passes its own
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def train_classifier(model: nn.Module, data: ArrayDataset, epochs: int, *, lr: float = 1e-3,
+                     batch_size: int = 64, seed: int = 0, weight_decay: float = 1e-4,
+                     loss_fn: Optional[LossFn] = None,
+                     on_epoch: Optional[Callable[[int, float], None]] = None) -> nn.Module:
+    """Train in place with AdamW and a cosine schedule; deterministic for a given seed. Returns the model in eval mode."""
+    if data.labels is None:
+        raise ValueError(f"{data.name} has no labels; training needs labelled data")
+    torch.manual_seed(seed)
+    generator = np.random.default_rng(seed)
+    x_all = torch.from_numpy(np.ascontiguousarray(data.inputs, dtype=np.float32))
+    y_all = torch.from_numpy(data.labels.astype(np.int64))
+    ce = nn.CrossEntropyLoss()
+    loss_fn = loss_fn or (lambda out, y, _x: ce(out, y))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = max(1, epochs * ((len(data) + batch_size - 1) // batch_size))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    model.train()
+    for epoch in range(epochs):
+        order = torch.from_numpy(generator.permutation(len(data)))
+        total = 0.0
+        for start in range(0, len(data), batch_size):
+            idx = order[start:start + batch_size]
+            x, y = x_all[idx], y_all[idx]
+            optimizer.zero_grad()
+            loss = loss_fn(model(x), y, x)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += float(loss.detach()) * len(idx)
+        if on_epoch:
+            on_epoch(epoch + 1, total / len(data))
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    model.eval()
+    outs = [model(torch.from_numpy(np.ascontiguousarray(inputs[i:i + batch_size], dtype=np.float32))).numpy()
+            for i in range(0, len(inputs), batch_size)]
+    return np.concatenate(outs)
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    k = min(k, logits.shape[1])
+    top = np.argsort(-logits, axis=1)[:, :k]
+    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+
+
+def evaluate(model: nn.Module, data: ArrayDataset) -> float:
+    """Top-1 accuracy of an eager model, as a fraction."""
+    assert data.labels is not None
+    return topk_accuracy(predict(model, data.inputs), data.labels, 1)

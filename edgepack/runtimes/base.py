@@ -1,0 +1,73 @@
+"""The protocol every runtime implements, and helpers they share."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Protocol, Sequence
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edgepack.data.dataset import ArrayDataset
+    from edgepack.models.bundle import ModelBundle
+    from edgepack.records import Artifact
+
+# A loaded artifact: takes float32 numpy inputs (one per model input), returns float32 numpy outputs.
+# Runtimes with quantized I/O quantize/dequantize inside, so callers always compare floats.
+Session = Callable[[Sequence["np.ndarray"]], list["np.ndarray"]]
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What the pipeline asks a runtime to produce."""
+
+    precision: str  # fp32 | int8
+    out_dir: Path
+    calibration: Optional["ArrayDataset"] = None
+    options: dict[str, Any] = field(default_factory=dict)  # the target file's per-runtime settings
+    parent: Optional["Artifact"] = None  # the fp32 artifact an int8 one derives from, when the runtime uses it
+
+
+class Runtime(Protocol):
+    name: ClassVar[str]
+    file_format: ClassVar[str]  # onnx | pte | tflite
+    extra: ClassVar[str]  # the pip extra that installs it
+    modules: ClassVar[tuple[str, ...]]  # python modules it needs
+
+    def missing(self) -> list[str]:
+        """Why this runtime cannot run here (empty when it can)."""
+
+    def export(self, bundle: "ModelBundle", request: ExportRequest) -> "Artifact":
+        """Write the artifact atomically into request.out_dir and describe it."""
+
+    def load(self, path: Path, threads: int) -> Session:
+        """Open an artifact for inference with the given intra-op thread count."""
+
+    def import_runtime(self) -> None:
+        """Import what `load` needs, nothing more: the memory baseline child calls only this."""
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the libraries this runtime uses."""
+
+
+def missing_modules(modules: Sequence[str], extra: str) -> list[str]:
+    """Reasons for each python module that is not importable, naming the extra that installs it."""
+    return [
+        f"python module '{m}' is not installed (pip install 'edgepack[{extra}]')"
+        for m in modules
+        if importlib.util.find_spec(m) is None
+    ]
+
+
+def package_versions(*distributions: str) -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for dist in distributions:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
