@@ -213,6 +213,7 @@ class Report(Record):
     target: str
     out_dir: str
     model: Provenance
+    shipping: tuple[str, ...] = ()  # names of the artifacts the budgets judge (the others are kept for comparison)
     artifacts: tuple[Artifact, ...] = ()
     parity: tuple[Parity, ...] = ()
     accuracy: tuple[Accuracy, ...] = ()

@@ -1,0 +1,317 @@
+"""The command line. One small function per command; heavy imports happen inside commands so `--help` is instant.
+
+This is the only module that prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import click
+
+from edgepack import __version__
+from edgepack.errors import EXIT_CODES, EdgepackError, UsageError, one_line
+
+EXIT_CODE_HELP = "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()) + "."
+BUDGET_HELP = {
+    "size": "Size budget: bytes of each shipped artifact file, e.g. 100MB, 512KiB.",
+    "latency": "Latency budget on the measured latency statistic (--latency-stat, default from the target: p90), "
+               "e.g. 20ms, 800us.",
+    "memory": "Memory budget: peak RSS of the measuring process over a baseline process that loads no model, "
+              "e.g. 200MB.",
+    "accuracy": "Accuracy budget: top-1 drop of each shipped artifact against eager PyTorch, in percentage points, "
+                "e.g. 1pp. Needs --eval.",
+}
+
+
+class EdgepackGroup(click.Group):
+    """Turns edgepack's errors into one line on stderr and the documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgepackError as exc:
+            click.echo(f"edgepack: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("edgepack: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:  # an internal failure: one line, exit 1; the traceback on request
+            if os.environ.get("EDGEPACK_DEBUG"):
+                raise
+            click.echo(f"edgepack: internal error: {type(exc).__name__}: {one_line(exc)} "
+                       f"(set EDGEPACK_DEBUG=1 for the traceback)", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=EdgepackGroup, epilog=EXIT_CODE_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgepack")
+def cli() -> None:
+    """edgepack: compress, export, quantize, verify, measure and budget-gate PyTorch models for edge targets."""
+
+
+# ---- shared options -------------------------------------------------------------------------------------------------
+def model_options(fn: Callable) -> Callable:
+    options = [
+        click.option("--model", "model_spec", required=True, metavar="SPEC",
+                     help="zoo:NAME, path/to/file.py:callable, package.module:callable, a torch.export .pt2, "
+                          "or a checkpoint .pt with --factory."),
+        click.option("--factory", metavar="SPEC", help="file.py:callable building the architecture for a state-dict "
+                                                      "checkpoint (loaded with weights_only=True)."),
+        click.option("--trust-checkpoint", is_flag=True, help="Unpickle a whole Module from the checkpoint "
+                                                              "(runs code from the file: only for files you trust)."),
+        click.option("--input-shape", metavar="NxCxHxW", help="Example input shape, e.g. 1x3x224x224 (batch "
+                                                              "included). Default: what the model or zoo declares."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def compression_options(fn: Callable) -> Callable:
+    options = [
+        click.option("--prune", metavar="RATIO|k=v,...", help="Structured channel pruning through torch-pruning, "
+                     "e.g. 0.5 or ratio=0.5,importance=l2,round_to=8,steps=3."),
+        click.option("--sparse", metavar="RATIO|k=v,...", help="Unstructured magnitude pruning (needs --allow-sparse;"
+                     " dense runtimes get no speed-up from it)."),
+        click.option("--allow-sparse", is_flag=True, help="Allow --sparse."),
+        click.option("--lowrank", metavar="k=v,...", help="Low-rank SVD of Linear/Conv2d: energy=0.9, ratio=0.5 or "
+                     "rank=16; layers=NAME,..."),
+        click.option("--ndlinear", metavar="k=v,...", help="Replace Linear layers on multi-axis states with a "
+                     "factorized NdLinear layer (Kronecker init)."),
+        click.option("--drop-layers", metavar="INDICES|middle=N", help="Drop transformer blocks, e.g. 1,2 or middle=2."),
+        click.option("--finetune", type=int, metavar="EPOCHS", help="Fine-tune after the passes (needs --train)."),
+        click.option("--train", metavar="DATA", help="Training data for fine-tuning: .npz, image folder, or zoo."),
+        click.option("--recipe", type=click.Path(dir_okay=False), help="YAML file listing passes in order "
+                     "(replaces the pass options above)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _model_request(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str]) -> Any:
+    from edgepack.config import parse_input_shape
+    from edgepack.models.loader import ModelRequest
+
+    shape = parse_input_shape(input_shape) if input_shape else None
+    return ModelRequest(model_spec, shape, factory, trust_checkpoint)
+
+
+def _pass_configs(kw: dict[str, Any]) -> tuple[Any, ...]:
+    """Compression options -> pass configs, in the fixed order prune, sparse, lowrank, ndlinear, drop, finetune."""
+    keys = ("prune", "sparse", "lowrank", "ndlinear", "drop_layers", "finetune")
+    if not kw.get("recipe") and not any(kw.get(k) is not None for k in keys):
+        return ()
+    from edgepack.compress import parse_pass, parse_recipe
+
+    if kw.get("recipe"):
+        return tuple(parse_recipe(Path(kw["recipe"]), allow_sparse=kw.get("allow_sparse", False)))
+    configs = []
+    for key in keys:
+        value = kw.get(key)
+        if value is None:
+            continue
+        if key == "finetune" and not kw.get("train"):
+            raise UsageError("--finetune needs --train DATA (an .npz, an image folder, or zoo)")
+        configs.append(parse_pass(key.replace("_", "-"), str(value), allow_sparse=kw.get("allow_sparse", False)))
+    return tuple(configs)
+
+
+class RichProgress:
+    """Stage lines with elapsed time on stderr."""
+
+    def __init__(self, quiet: bool) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True, highlight=False)
+        self.quiet = quiet
+        self.start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def stage(self, text: str) -> Iterator[None]:
+        if self.quiet:
+            yield
+            return
+        t0 = time.perf_counter()
+        with self.console.status(f"{text} …"):
+            yield
+        self.console.print(f"[green]✓[/] {text} [dim]({time.perf_counter() - t0:.1f} s, "
+                           f"total {time.perf_counter() - self.start:.1f} s)[/]")
+
+    def warn(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(f"[yellow]warning:[/] {text}")
+
+
+# ---- build ----------------------------------------------------------------------------------------------------------
+@cli.command(epilog=EXIT_CODE_HELP)
+@model_options
+@click.option("--target", default="x86-cpu", show_default=True, metavar="NAME|FILE.yaml",
+              help="A bundled target (see `edgepack targets`) or a path to your own target file.")
+@click.option("--runtime", "runtimes", multiple=True, metavar="NAME",
+              help="Runtime(s) to build for: onnxruntime, executorch, litert, or all. Default: the target's.")
+@click.option("--precision", type=click.Choice(["int8", "fp32"]), help="Shipped precision (default: the target's, "
+              "int8). The fp32 artifact is always kept for comparison.")
+@click.option("--budget", "size_budget", metavar="SIZE", help=BUDGET_HELP["size"])
+@click.option("--max-latency", metavar="TIME", help=BUDGET_HELP["latency"])
+@click.option("--latency-stat", type=click.Choice(["p50", "p90", "p99", "mean"]), help="Statistic --max-latency "
+              "checks (default: the target's, p90).")
+@click.option("--max-memory", metavar="SIZE", help=BUDGET_HELP["memory"])
+@click.option("--max-accuracy-drop", metavar="PP", help=BUDGET_HELP["accuracy"])
+@click.option("--require-full-delegation", is_flag=True, help="Fail (exit 3) if any op of an ExecuTorch artifact "
+              "stays outside the XNNPACK delegate.")
+@click.option("--calibration", metavar="DATA", help="INT8 calibration data: .npz (x[, y]), an image folder, or zoo. "
+              "Default: the zoo model's training split, else synthetic inputs (with a warning).")
+@click.option("--eval", "eval_data", metavar="DATA", help="Labelled data to measure accuracy through every artifact's "
+              "runtime: .npz (x, y), an image folder, or zoo (held-out split).")
+@compression_options
+@click.option("--threads", type=int, help="Intra-op threads for every runtime (default: the target's, 1 on x86-cpu).")
+@click.option("--runs", type=int, help="Timed runs per artifact after warm-up (default: the target's, >= 50).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory "
+              "(default build/<model>/<target>).")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json on stdout instead of the table.")
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
+def build(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str], target: str,
+          runtimes: tuple[str, ...], precision: Optional[str], size_budget: Optional[str], max_latency: Optional[str],
+          latency_stat: Optional[str], max_memory: Optional[str], max_accuracy_drop: Optional[str],
+          require_full_delegation: bool, calibration: Optional[str], eval_data: Optional[str],
+          threads: Optional[int], runs: Optional[int], out: Optional[Path], as_json: bool, quiet: bool,
+          **compression: Any) -> None:
+    """Compress, export, quantize, verify, measure and budget-gate a model for a target."""
+    from edgepack.config import load_target, optional_budget
+    from edgepack.pipeline import BuildRequest, build as run_build
+
+    if runs is not None and runs < 1:
+        raise UsageError(f"--runs {runs}: use 1 or more")
+    stat = latency_stat or load_target(target).latency_stat
+    budgets = (optional_budget("size", size_budget) + optional_budget("latency", max_latency, stat)
+               + optional_budget("memory", max_memory) + optional_budget("accuracy_drop", max_accuracy_drop))
+    runtime_list = tuple(r.strip() for item in runtimes for r in item.split(",") if r.strip()) or None
+    request = BuildRequest(
+        model=_model_request(model_spec, factory, trust_checkpoint, input_shape), target=target,
+        runtimes=runtime_list, precision=precision, calibration=calibration, eval=eval_data,
+        train=compression.get("train"), threads=threads, runs=runs, out=out, budgets=tuple(budgets),
+        passes=_pass_configs(compression), require_full_delegation=require_full_delegation,
+    )
+    report = run_build(request, RichProgress(quiet))
+    _print_report(report, as_json, quiet)
+
+
+def _print_report(report: Any, as_json: bool, quiet: bool) -> None:
+    from edgepack.report import artifact_rows, failures
+
+    if as_json:
+        click.echo(report.to_json())
+    elif not quiet:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{report.model.model_name} → {report.target} ({report.out_dir})")
+        rows = artifact_rows(report)
+        for header in (rows[0] if rows else {}):
+            table.add_column(header)
+        for row in rows:
+            table.add_row(*row.values())
+        # piped output gets a fixed width so the table is not squeezed into 80 columns
+        Console(highlight=False, width=None if sys.stdout.isatty() else 160).print(table)
+        for warning in report.warnings:
+            click.echo(f"warning: {warning}", err=True)
+    for line in failures(report):
+        click.echo(f"budget failed: {line}", err=True)
+    if not report.passed:
+        raise click.exceptions.Exit(3)
+
+
+# ---- targets --------------------------------------------------------------------------------------------------------
+@cli.command()
+def targets() -> None:
+    """List the bundled targets and whether each runtime can run on this machine."""
+    from edgepack.config import bundled_target_files, parse_target
+    from edgepack.runtimes import get_runtime
+
+    for name, path in sorted(bundled_target_files().items()):
+        target = parse_target(path)
+        click.echo(f"{target.name}: {target.description}")
+        click.echo(f"  precision {target.precision}, {target.threads} thread(s), default runtime(s): "
+                   f"{', '.join(target.default_runtimes)}")
+        for settings in target.runtimes:
+            missing = get_runtime(settings.name).missing()
+            state = "ready" if not missing else "unavailable: " + "; ".join(missing)
+            click.echo(f"  - {settings.name}: {state}")
+    click.echo("Use --target NAME, or --target path/to/board.yaml for your own target file.")
+
+
+# ---- check ----------------------------------------------------------------------------------------------------------
+@cli.command(epilog=EXIT_CODE_HELP)
+@click.argument("report_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--budget", "size_budget", metavar="SIZE", help=BUDGET_HELP["size"])
+@click.option("--max-latency", metavar="TIME", help=BUDGET_HELP["latency"])
+@click.option("--latency-stat", type=click.Choice(["p50", "p90", "p99", "mean"]), default="p90", show_default=True)
+@click.option("--max-memory", metavar="SIZE", help=BUDGET_HELP["memory"])
+@click.option("--max-accuracy-drop", metavar="PP", help=BUDGET_HELP["accuracy"])
+@click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON.")
+def check(report_file: Path, size_budget: Optional[str], max_latency: Optional[str], latency_stat: str,
+          max_memory: Optional[str], max_accuracy_drop: Optional[str], as_json: bool) -> None:
+    """Re-judge a saved report.json against budgets without re-running anything.
+
+    Budgets given here replace the saved ones of the same kind; without any, the saved budgets are re-checked.
+    """
+    import json
+
+    from edgepack.config import merge_budgets, optional_budget
+    from edgepack.gates import describe_failure, format_value, judge
+    from edgepack.records import Report
+
+    if not report_file.is_file():
+        raise UsageError(f"{report_file}: no such report; pass the report.json that `edgepack build` wrote")
+    try:
+        report = Report.from_json(report_file.read_text(encoding="utf-8"))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UsageError(f"{report_file}: not an edgepack report.json ({one_line(exc)})") from None
+    given = (optional_budget("size", size_budget) + optional_budget("latency", max_latency, latency_stat)
+             + optional_budget("memory", max_memory) + optional_budget("accuracy_drop", max_accuracy_drop))
+    budgets = merge_budgets(list(report.budgets), given)
+    verdicts = judge(report, budgets)
+    if as_json:
+        click.echo(json.dumps([v.to_dict() for v in verdicts], indent=2))
+    else:
+        for v in verdicts:
+            mark = "pass" if v.passed else "FAIL"
+            click.echo(f"{mark}  {v.budget} [{v.artifact}]: observed {format_value(v.observed, v.unit)}, "
+                       f"limit {format_value(v.limit, v.unit)}")
+        if not verdicts:
+            click.echo("no budgets to check: pass --budget/--max-latency/--max-memory/--max-accuracy-drop")
+    for v in verdicts:
+        if not v.passed:
+            click.echo(f"budget failed: {describe_failure(v)}", err=True)
+    if not all(v.passed for v in verdicts):
+        raise click.exceptions.Exit(3)
+
+
+# ---- zoo ------------------------------------------------------------------------------------------------------------
+@cli.command("zoo")
+def zoo_list() -> None:
+    """List the built-in models (use them as --model zoo:NAME)."""
+    from edgepack.models import zoo
+
+    for name in zoo.names():
+        e = zoo.entry(name)
+        shape = "x".join(map(str, e.input_shape))
+        trained = f"trained on {e.dataset}" if e.weights else "random init"
+        click.echo(f"zoo:{name:18s} input {shape:10s} {trained:18s} {e.description}")
+
+
+def main() -> None:
+    cli(prog_name="edgepack")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""The benchmark harness shared by every runtime: each artifact is timed in a fresh child process.
+
+Peak memory is the child's own peak RSS (getrusage in the child) minus that of a baseline child which imports the
+same runtime and builds the same inputs but loads no model: in-process numbers are unreliable, since freed memory
+stays in RSS. The parent runs `python -m edgepack.measure ...` and reads one JSON line back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from edgepack.errors import ToolError
+from edgepack.records import Measurement
+
+RESULT_PREFIX = "EDGEPACK_MEASURE "
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class MeasureSpec:
+    runtime: str
+    threads: int
+    runs: int
+    warmup: int
+    where_label: str = ""  # overrides the default "host <arch> (<cpu>)" label, e.g. for proxies
+
+
+def host_cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def host_info() -> dict[str, Any]:
+    return {"machine": platform.machine(), "cpu": host_cpu(), "logical_cpus": os.cpu_count(),
+            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
+
+
+def measure_artifact(artifact_name: str, path: Path, input_shapes: Sequence[Sequence[int]], spec: MeasureSpec,
+                     timeout_s: float = 600.0) -> Measurement:
+    """Time one artifact in a child process, and a baseline child for the memory figure."""
+    from edgepack.runtimes import get_runtime
+
+    with tempfile.TemporaryDirectory(prefix="edgepack-measure-") as tmp:
+        shapes_file = Path(tmp) / "shapes.json"
+        shapes_file.write_text(json.dumps([list(s) for s in input_shapes]))
+        base = [sys.executable, "-m", "edgepack.measure", "--runtime", spec.runtime, "--shapes", str(shapes_file),
+                "--threads", str(spec.threads)]
+        baseline = _run_child(base + ["--baseline"], spec.threads, timeout_s)
+        result = _run_child(base + ["--artifact", str(path), "--runs", str(spec.runs), "--warmup", str(spec.warmup)],
+                            spec.threads, timeout_s)
+    samples = sorted(result["samples_ms"])
+    peak, base_peak = int(result["peak_rss_bytes"]), int(baseline["peak_rss_bytes"])
+    where = spec.where_label or f"host {platform.machine()} ({host_cpu()})"
+    return Measurement(
+        artifact=artifact_name, runtime=spec.runtime, where=where, cpu=host_cpu(), threads=spec.threads,
+        warmup=spec.warmup, runs=len(samples),
+        p50_ms=percentile(samples, 50), p90_ms=percentile(samples, 90), p99_ms=percentile(samples, 99),
+        mean_ms=sum(samples) / len(samples), std_ms=_std(samples), min_ms=samples[0], max_ms=samples[-1],
+        init_ms=result["init_ms"], first_run_ms=result["first_run_ms"],
+        peak_rss_bytes=peak, baseline_rss_bytes=base_peak, peak_over_baseline_bytes=max(0, peak - base_peak),
+        versions=get_runtime(spec.runtime).versions(),
+        notes=("latency: wall time of one call from Python, inputs already in memory; "
+               "memory: child peak RSS minus a baseline child with the same imports and inputs",),
+    )
+
+
+def percentile(sorted_samples: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile of already sorted samples."""
+    if not sorted_samples:
+        raise ValueError("no samples")
+    pos = (len(sorted_samples) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_samples) - 1)
+    return float(sorted_samples[lo] + (sorted_samples[hi] - sorted_samples[lo]) * (pos - lo))
+
+
+def _std(samples: Sequence[float]) -> float:
+    mean = sum(samples) / len(samples)
+    return (sum((s - mean) ** 2 for s in samples) / max(1, len(samples) - 1)) ** 0.5
+
+
+def _run_child(cmd: list[str], threads: int, timeout_s: float) -> dict[str, Any]:
+    env = dict(os.environ, **{k: str(threads) for k in THREAD_ENV})
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        raise ToolError(f"measurement child timed out after {timeout_s:.0f} s: {' '.join(cmd[3:])}") from None
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX):])
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    raise ToolError(f"measurement child failed (exit {proc.returncode}): {tail}")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak RSS. On Linux, VmHWM: ru_maxrss survives exec and would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    # ru_maxrss is KiB on Linux, bytes on macOS
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+# ---- child side -----------------------------------------------------------------------------------------------------
+def _child(argv: Optional[list[str]] = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m edgepack.measure")
+    parser.add_argument("--runtime", required=True)
+    parser.add_argument("--shapes", required=True)
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--artifact")
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--baseline", action="store_true")
+    args = parser.parse_args(argv)
+
+    import numpy as np
+
+    from edgepack.runtimes import get_runtime
+
+    runtime = get_runtime(args.runtime)
+    runtime.import_runtime()
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal(shape).astype(np.float32) for shape in json.loads(Path(args.shapes).read_text())]
+    result: dict[str, Any] = {"init_ms": None, "first_run_ms": None, "samples_ms": []}
+    if not args.baseline:
+        t0 = time.perf_counter()
+        session = runtime.load(Path(args.artifact), args.threads)
+        result["init_ms"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        session(inputs)
+        result["first_run_ms"] = (time.perf_counter() - t0) * 1e3
+        for _ in range(args.warmup):
+            session(inputs)
+        samples = []
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            session(inputs)
+            samples.append((time.perf_counter() - t0) * 1e3)
+        result["samples_ms"] = samples
+    result["peak_rss_bytes"] = peak_rss_bytes()
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    _child()

@@ -1,0 +1,151 @@
+"""Writing reports: report.json (every record), report.md (the table), manifest.json (what an app needs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from edgepack.data.dataset import ArrayDataset
+from edgepack.fileio import atomic_write_text
+from edgepack.gates import describe_failure, format_value
+from edgepack.records import Report
+
+
+def write_json(report: Report, path: Path) -> None:
+    atomic_write_text(path, report.to_json() + "\n")
+
+
+def manifest(report: Report, calibration: Optional[ArrayDataset] = None) -> dict[str, Any]:
+    model = report.model
+    return {
+        "model": model.model_name,
+        "source": model.source,
+        "target": report.target,
+        "output_taken": model.output_taken,
+        "preprocessing": model.preprocessing,
+        "labels": list(model.labels),
+        "calibration": None if calibration is None else {"source": calibration.name, "samples": len(calibration),
+                                                         "synthetic": calibration.synthetic},
+        "artifacts": [
+            {
+                "file": Path(a.path).name,
+                "format": a.format,
+                "runtime": a.runtime,
+                "precision": a.precision,
+                "scheme": a.scheme,
+                "size_bytes": a.size_bytes,
+                "sha256": a.sha256,
+                "inputs": [i.to_dict() for i in a.inputs],
+                "outputs": [o.to_dict() for o in a.outputs],
+                "shipping": a.name in report.shipping,
+            }
+            for a in report.artifacts
+        ],
+        "versions": report.versions,
+        "edgepack_version": report.edgepack_version,
+        "created": report.created,
+    }
+
+
+def write_manifest(report: Report, path: Path, calibration: Optional[ArrayDataset] = None) -> None:
+    atomic_write_text(path, json.dumps(manifest(report, calibration), indent=2) + "\n")
+
+
+def _pct(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{x * 100:.2f}%"
+
+
+def artifact_rows(report: Report) -> list[dict[str, str]]:
+    """One row per artifact with the figures the table and the CLI summary show."""
+    rows = []
+    for a in report.artifacts:
+        m = next((m for m in report.measurements if m.artifact == a.name), None)
+        p = next((p for p in report.parity if p.artifact == a.name), None)
+        acc = next((x for x in report.accuracy if x.artifact == a.name), None)
+        verdicts = [v for v in report.verdicts if v.artifact == a.name]
+        budgets = "—" if not verdicts else ("pass" if all(v.passed for v in verdicts) else
+                                             "FAIL: " + ", ".join(v.metric for v in verdicts if not v.passed))
+        rows.append({
+            "artifact": a.name + ("" if a.name in report.shipping else " (reference)"),
+            "precision": a.precision,
+            "size": format_value(a.size_bytes, "bytes"),
+            "p50": "n/a" if m is None else format_value(m.p50_ms, "ms"),
+            "p90": "n/a" if m is None else format_value(m.p90_ms, "ms"),
+            "peak memory": "n/a" if m is None or m.peak_over_baseline_bytes is None
+            else format_value(m.peak_over_baseline_bytes, "bytes"),
+            "max abs diff": "n/a" if p is None else f"{p.max_abs_diff:.2e}",
+            "top-1 agree": "n/a" if p is None else _pct(p.top1_agreement),
+            "accuracy": "n/a" if acc is None else _pct(acc.top1),
+            "budgets": budgets,
+        })
+    return rows
+
+
+def markdown(report: Report) -> str:
+    model = report.model
+    lines = [f"# edgepack report: {model.model_name} → {report.target}", ""]
+    status = "all budgets met" if report.passed else "BUDGET FAILED"
+    lines += [f"**{status}** · {len(report.verdicts)} verdict(s) · created {report.created} · edgepack "
+              f"{report.edgepack_version}", ""]
+    lines += [f"- Model: `{model.source}` ({model.kind}), {model.params:,} parameters, {model.macs:,} MACs, "
+              f"input {' , '.join('x'.join(map(str, s)) for s in model.input_shapes)}, output taken: "
+              f"`{model.output_taken}`"]
+    where = {m.where + f", {m.threads} thread(s)" for m in report.measurements}
+    if where:
+        lines.append(f"- Measured on: {'; '.join(sorted(where))}")
+    eager = next((a for a in report.accuracy if a.artifact == "eager"), None)
+    if eager:
+        lines.append(f"- Eager PyTorch accuracy: top-1 {_pct(eager.top1)} on {eager.samples} samples of {eager.dataset}")
+    lines.append("")
+    rows = artifact_rows(report)
+    if rows:
+        headers = list(rows[0])
+        lines.append("| " + " | ".join(headers) + " |")
+        lines.append("|" + "---|" * len(headers))
+        lines += ["| " + " | ".join(r[h] for h in headers) + " |" for r in rows]
+        lines.append("")
+    if report.verdicts:
+        lines += ["## Budgets", "", "| budget | artifact | limit | observed | margin | result |", "|---|---|---|---|---|---|"]
+        for v in report.verdicts:
+            lines.append(f"| {v.budget} | {v.artifact} | {format_value(v.limit, v.unit)} | "
+                         f"{format_value(v.observed, v.unit)} | {format_value(v.margin, v.unit)} | "
+                         f"{'pass' if v.passed else 'FAIL' + (' — ' + v.reason if v.reason else '')} |")
+        lines.append("")
+    if model.passes:
+        lines += ["## Compression", "", "| pass | params | MACs | accuracy | seconds |", "|---|---|---|---|---|"]
+        for p in model.passes:
+            acc = f"{_pct(p.accuracy_before)} → {_pct(p.accuracy_after)}" if p.accuracy_after is not None else "n/a"
+            lines.append(f"| {p.name} | {p.params_before:,} → {p.params_after:,} | {p.macs_before:,} → "
+                         f"{p.macs_after:,} | {acc} | {p.seconds:.1f} |")
+        lines.append("")
+    lines += ["## Artifacts", ""]
+    for a in report.artifacts:
+        lines.append(f"- `{Path(a.path).name}`: {a.runtime} {a.precision}, {a.scheme}; sha256 `{a.sha256[:16]}…`")
+        for note in a.notes:
+            lines.append(f"  - {note}")
+        delegation = a.details.get("delegation")
+        if delegation:
+            lines.append(f"  - delegation: {json.dumps(delegation)[:400]}")
+    lines.append("")
+    if report.measurements:
+        lines += ["## Measurements", "", "| artifact | where | threads | runs | p50 | p90 | p99 | mean ± std | init | "
+                  "first run | peak RSS over baseline |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for m in report.measurements:
+            lines.append(f"| {m.artifact} | {m.where} | {m.threads} | {m.runs} | {m.p50_ms:.4f} ms | {m.p90_ms:.4f} ms | "
+                         f"{m.p99_ms:.4f} ms | {m.mean_ms:.4f} ± {m.std_ms:.4f} ms | "
+                         f"{'n/a' if m.init_ms is None else f'{m.init_ms:.1f} ms'} | "
+                         f"{'n/a' if m.first_run_ms is None else f'{m.first_run_ms:.2f} ms'} | "
+                         f"{format_value(m.peak_over_baseline_bytes, 'bytes')} |")
+        lines.append("")
+    if report.warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in report.warnings] + [""]
+    return "\n".join(lines)
+
+
+def write_markdown(report: Report, path: Path) -> None:
+    atomic_write_text(path, markdown(report))
+
+
+def failures(report: Report) -> list[str]:
+    return [describe_failure(v) for v in report.verdicts if not v.passed]

@@ -1,0 +1,199 @@
+"""The stages `pipeline.build` calls, one function each: load, data, compress, export, parity, accuracy, measure,
+publish. They import torch and the runtimes, so only the pipeline imports this module, inside `build`."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from edgepack.config import Target
+from edgepack.data.dataset import ArrayDataset
+from edgepack.errors import MissingDependency, UsageError
+from edgepack.records import Accuracy, Artifact, Measurement, Parity, Report
+from edgepack.runtimes import get_runtime
+from edgepack.runtimes.base import ExportRequest, Runtime, Session
+
+PARITY_SAMPLES = 256
+SYNTHETIC_CALIBRATION_SAMPLES = 64
+
+
+@dataclass(frozen=True)
+class BuildData:
+    calibration: ArrayDataset
+    parity: ArrayDataset  # inputs for eager-vs-artifact comparison
+    eval: Optional[ArrayDataset] = None
+    train: Optional[ArrayDataset] = None
+
+
+def available_runtimes(names: Sequence[str]) -> list[Runtime]:
+    runtimes = [get_runtime(n) for n in names]
+    for rt in runtimes:
+        missing = rt.missing()
+        if missing:
+            raise MissingDependency(f"runtime {rt.name} cannot run here: {missing[0]}")
+    return runtimes
+
+
+def load(model_request: Any) -> tuple[Any, Any]:
+    from edgepack.models.loader import load_model
+
+    return load_model(model_request)
+
+
+def load_data(request: Any, bundle: Any, zoo_entry: Any, target: Target, runtime_names: Sequence[str],
+              warnings: list[str]) -> BuildData:
+    from edgepack.data.loaders import check_labels, load_dataset, stratified_subset, synthetic
+
+    shape = bundle.provenance.input_shapes[0]
+    if len(bundle.example_inputs) != 1 and (request.calibration or request.eval or request.train):
+        raise UsageError("--calibration/--eval/--train support single-input models only")
+    zoo_dataset = zoo_entry.dataset if zoo_entry else None
+    prep = dict(bundle.provenance.preprocessing)
+
+    def resolve(spec: Optional[str], option: str, split: str) -> Optional[ArrayDataset]:
+        if not spec:
+            return None
+        return load_dataset(spec, shape, option=option, split=split, zoo_dataset=zoo_dataset, preprocessing=prep)
+
+    evaluation = resolve(request.eval, "--eval", "test")
+    train = resolve(request.train, "--train", "train")
+    num_classes = int(np.prod(bundle.module(*bundle.example_inputs).shape[1:]))
+    if evaluation is not None:
+        check_labels(evaluation, num_classes, "--eval")
+    if train is not None:
+        check_labels(train, num_classes, "--train")
+    wanted = max(int(target.runtime(n).options.get("calibration_samples", 128)) for n in runtime_names)
+    calibration = resolve(request.calibration, "--calibration", "train")
+    if calibration is None and zoo_dataset:
+        calibration = resolve("zoo", "--calibration", "train")
+    if calibration is None:
+        calibration = synthetic(shape, SYNTHETIC_CALIBRATION_SAMPLES)
+        warnings.append("no --calibration data: INT8 was calibrated on synthetic N(0,1) inputs, which can cost "
+                        "accuracy; pass --calibration DATA (.npz or image folder) drawn from real inputs")
+    calibration = stratified_subset(calibration, wanted)
+    parity = evaluation if evaluation is not None else calibration
+    return BuildData(calibration, stratified_subset(parity, PARITY_SAMPLES, seed=1), evaluation, train)
+
+
+def compress(bundle: Any, passes: Sequence[Any], data: BuildData) -> Any:
+    from edgepack.compress import apply_passes
+
+    return apply_passes(bundle, list(passes), train=data.train, eval=data.eval)
+
+
+def effective_threads(threads: int, warnings: list[str]) -> int:
+    cpus = os.cpu_count() or 1
+    if threads < 1:
+        raise UsageError(f"--threads {threads}: use 1 or more")
+    if threads > cpus:
+        warnings.append(f"{threads} threads asked but this host has {cpus} logical CPUs; measured with {cpus}")
+        return cpus
+    return threads
+
+
+def export(runtime: Runtime, bundle: Any, precision: str, out_dir: Path, calibration: ArrayDataset,
+           options: dict[str, Any], parent: Optional[Artifact]) -> Artifact:
+    import logging
+
+    # the exporters log registry chatter (e.g. absent torchvision ops) at warning level; it is not the user's concern
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    request = ExportRequest(precision=precision, out_dir=out_dir, calibration=calibration, options=options,
+                            parent=parent)
+    return runtime.export(bundle, request)
+
+
+def _eager_outputs(bundle: Any, inputs: np.ndarray) -> np.ndarray:
+    from edgepack.recovery.train import predict
+
+    return predict(bundle.module, inputs)
+
+
+def _session_outputs(session: Session, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
+    return np.concatenate([session([inputs[i:i + batch]])[0] for i in range(0, len(inputs), batch)])
+
+
+def parity(name: str, session: Session, bundle: Any, data: ArrayDataset) -> Parity:
+    ref = _eager_outputs(bundle, data.inputs)
+    got = _session_outputs(session, data.inputs)
+    if ref.shape != got.shape:
+        raise UsageError(f"{name}: output shape {got.shape} differs from eager {ref.shape}")
+    diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
+    flat_ref, flat_got = ref.reshape(len(ref), -1), got.reshape(len(got), -1)
+    agreement = float(np.mean(flat_ref.argmax(1) == flat_got.argmax(1)))
+    return Parity(name, len(data), float(diff.max()), float(diff.mean()), agreement, data.name)
+
+
+def _accuracy(name: str, logits: np.ndarray, data: ArrayDataset) -> Accuracy:
+    from edgepack.recovery.train import topk_accuracy
+
+    assert data.labels is not None  # checked when the data was loaded
+    logits = logits.reshape(len(logits), -1)
+    top5 = topk_accuracy(logits, data.labels, 5) if logits.shape[1] > 5 else None
+    return Accuracy(name, data.name, len(data), topk_accuracy(logits, data.labels, 1), top5)
+
+
+def eager_accuracy(bundle: Any, data: ArrayDataset) -> Accuracy:
+    return _accuracy("eager", _eager_outputs(bundle, data.inputs), data)
+
+
+def artifact_accuracy(name: str, session: Session, data: ArrayDataset) -> Accuracy:
+    return _accuracy(name, _session_outputs(session, data.inputs), data)
+
+
+def where_label(target: Target) -> str:
+    from edgepack.measure import host_cpu
+
+    machine = platform.machine()
+    arch_aliases = {"arm64": ("arm64", "aarch64"), "x86_64": ("x86_64", "amd64")}
+    label = f"host {machine} ({host_cpu()})"
+    wanted = getattr(target, "arch", "") or ""
+    if wanted and machine.lower() not in arch_aliases.get(wanted, (wanted,)):
+        label += f" (proxy for {wanted})"
+    return label
+
+
+def measure(artifact: Artifact, bundle: Any, target: Target, runtime_name: str, threads: int,
+            runs: int) -> Measurement:
+    from edgepack.measure import MeasureSpec, measure_artifact
+
+    spec = MeasureSpec(runtime_name, threads, runs, target.warmup, where_label(target))
+    return measure_artifact(artifact.name, Path(artifact.path), bundle.provenance.input_shapes, spec)
+
+
+def versions(runtimes: Sequence[Runtime]) -> dict[str, str]:
+    from edgepack import __version__
+    from edgepack.runtimes.base import package_versions
+
+    out = {"edgepack": __version__, **package_versions("torch", "numpy")}
+    for rt in runtimes:
+        out.update(rt.versions())
+    return out
+
+
+def host() -> dict[str, Any]:
+    from edgepack.measure import host_info
+
+    return host_info()
+
+
+def publish(report: Report, staging: Path, out: Path, bundle: Any, data: BuildData,
+            extra_outputs: Sequence[str]) -> Report:
+    """Move artifacts from staging into `out`, then write manifest and reports; report.json goes last."""
+    from edgepack import report as reporting
+
+    out.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for artifact in report.artifacts:
+        final = out / Path(artifact.path).name
+        os.replace(artifact.path, final)
+        moved.append(replace(artifact, path=str(final)))
+    report = replace(report, artifacts=tuple(moved))
+    reporting.write_manifest(report, out / "manifest.json", data.calibration)
+    reporting.write_markdown(report, out / "report.md")
+    reporting.write_json(report, out / "report.json")
+    return report
