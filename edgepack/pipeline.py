@@ -104,7 +104,7 @@ def build(request: BuildRequest, progress: Optional[Progress] = None) -> Report:
     out = request.out or default_out_dir(bundle.name, target.name)
     check_writable(out)
     with progress.stage("loading data"):
-        data = stages.load_data(request, bundle, zoo_entry, target, runtime_names, warnings)
+        data = stages.load_data(request, bundle, zoo_entry, target, runtime_names, precision, warnings)
     if request.passes:
         with progress.stage(f"compressing ({len(request.passes)} pass(es))"):
             bundle = stages.compress(bundle, request.passes, data)

@@ -46,7 +46,7 @@ def load(model_request: Any) -> tuple[Any, Any]:
 
 
 def load_data(request: Any, bundle: Any, zoo_entry: Any, target: Target, runtime_names: Sequence[str],
-              warnings: list[str]) -> BuildData:
+              precision: str, warnings: list[str]) -> BuildData:
     from edgepack.data.loaders import check_labels, load_dataset, stratified_subset, synthetic
 
     shape = bundle.provenance.input_shapes[0]
@@ -73,8 +73,9 @@ def load_data(request: Any, bundle: Any, zoo_entry: Any, target: Target, runtime
         calibration = resolve("zoo", "--calibration", "train")
     if calibration is None:
         calibration = synthetic(shape, SYNTHETIC_CALIBRATION_SAMPLES)
-        warnings.append("no --calibration data: INT8 was calibrated on synthetic N(0,1) inputs, which can cost "
-                        "accuracy; pass --calibration DATA (.npz or image folder) drawn from real inputs")
+        if precision == "int8":
+            warnings.append("no --calibration data: INT8 was calibrated on synthetic N(0,1) inputs, which can cost "
+                            "accuracy; pass --calibration DATA (.npz or image folder) drawn from real inputs")
     calibration = stratified_subset(calibration, wanted)
     parity = evaluation if evaluation is not None else calibration
     return BuildData(calibration, stratified_subset(parity, PARITY_SAMPLES, seed=1), evaluation, train)
@@ -110,7 +111,15 @@ def export(runtime: Runtime, bundle: Any, precision: str, out_dir: Path, calibra
 def _eager_outputs(bundle: Any, inputs: np.ndarray) -> np.ndarray:
     from edgepack.recovery.train import predict
 
-    return predict(bundle.module, inputs)
+    # run at the example batch size: exported programs and some user models fix the batch
+    batch = int(bundle.example_inputs[0].shape[0])
+    if len(inputs) % batch:
+        raise UsageError(f"{len(inputs)} samples do not divide into the model's batch of {batch}")
+    return predict(bundle.module, inputs, batch_size=batch if batch > 1 or _fixed_batch(bundle) else 256)
+
+
+def _fixed_batch(bundle: Any) -> bool:
+    return bundle.provenance.kind == "pt2"
 
 
 def _session_outputs(session: Session, inputs: np.ndarray, batch: int = 64) -> np.ndarray:

@@ -22,6 +22,7 @@ from edgepack.models import zoo
 from edgepack.models.bundle import ModelBundle
 from edgepack.models.outputs import OutputSelector, describe_output
 from edgepack.records import Provenance
+from edgepack.recovery.train import set_eval
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class _Loaded:
 def load_model(request: ModelRequest) -> tuple[ModelBundle, Optional[zoo.ZooEntry]]:
     """Load, put in eval mode, check it runs on the example inputs, and wrap its output selection."""
     loaded = _load(request)
-    module = loaded.module.eval()
+    module = set_eval(loaded.module)
     inputs = _example_inputs(request, loaded)
     with torch.no_grad():
         try:
@@ -55,7 +56,7 @@ def load_model(request: ModelRequest) -> tuple[ModelBundle, Optional[zoo.ZooEntr
                              f" (set --input-shape to what the model takes)") from None
     selector = describe_output(output)
     if selector != "tensor":
-        module = OutputSelector(module, selector).eval()
+        module = set_eval(OutputSelector(module, selector))
     params, macs = count_params_and_macs(module, inputs)
     entry = loaded.zoo_entry
     provenance = Provenance(

@@ -48,9 +48,18 @@ def train_classifier(model: nn.Module, data: ArrayDataset, epochs: int, *, lr: f
     return model.eval()
 
 
+def set_eval(model: nn.Module) -> nn.Module:
+    """model.eval(), except for unlifted torch.export programs, whose mode was fixed at export and which refuse it."""
+    try:
+        model.eval()
+    except NotImplementedError:
+        pass
+    return model
+
+
 @torch.no_grad()
 def predict(model: nn.Module, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    model.eval()
+    set_eval(model)
     outs = [model(torch.from_numpy(np.ascontiguousarray(inputs[i:i + batch_size], dtype=np.float32))).numpy()
             for i in range(0, len(inputs), batch_size)]
     return np.concatenate(outs)

@@ -172,13 +172,15 @@ def _export_onnx(bundle: Any, path: Path, notes: list[str]) -> bool:
 
 
 def exporter_reason(exc: BaseException) -> str:
-    """The most useful line of an exporter failure: the unsupported operator when one is named."""
+    """The most useful line of an exporter failure: the operator it names and the innermost cause."""
     import re
 
-    text = str(exc)
-    match = re.search(r"(aten::[\w.]+|aten\.[\w.]+|torch\.ops\.[\w.]+)", text)
-    head = one_line(exc, 200)
-    return f"unsupported operator {match.group(1)} ({head})" if match else head
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # the exporter colours its messages
+    op = re.search(r"(aten::[\w.]+|aten\.[\w.]+|torch\.ops\.[\w.]+)", text)
+    summary = text.split("## Exception summary", 1)
+    cause = re.search(r"<class '([\w.]+)'>: (.+)", summary[1]) if len(summary) == 2 else None
+    detail = f"{cause.group(1).rsplit('.', 1)[-1]}: {cause.group(2).strip()[:200]}" if cause else one_line(exc, 200)
+    return f"operator {op.group(1)} cannot be exported ({detail})" if op else detail
 
 
 class _quiet:

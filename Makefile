@@ -1,0 +1,32 @@
+# Two commands for a newcomer: `make demo` (set up + build the default model) and `make test` (set up + run the suite).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_WORKERS ?= 2
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(VENV)/.installed
+
+# torch is installed first and pinned: 2.13.0 is the CPU build every runtime here is built against.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[all]'
+	touch $@
+
+demo: setup
+	$(VENV)/bin/edgepack build --model zoo:digits-cnn --target x86-cpu --budget 1MB --eval zoo
+
+test: setup
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=15
+
+test-fast: setup
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow"
+
+bench: setup
+	$(PY) benchmarks/x86_cpu.py
+
+clean:
+	rm -rf build .pytest_cache

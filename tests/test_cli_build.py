@@ -1,0 +1,116 @@
+"""`edgepack build` end to end on x86-cpu: real exports, real ONNX Runtime sessions, real files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from edgepack.cli import cli
+from edgepack.records import Report
+
+
+def test_demo_build_meets_budget_and_accuracy(digits_build):
+    out, report, result = digits_build
+    assert result.exit_code == 0, result.output
+    names = {a["name"]: a for a in report["artifacts"]}
+    assert set(names) == {"onnxruntime-fp32", "onnxruntime-int8"}
+    assert report["shipping"] == ["onnxruntime-int8"]
+    acc = {a["artifact"]: a["top1"] for a in report["accuracy"]}
+    assert acc["eager"] > 0.97, acc
+    # the INT8 artifact, run through its ONNX Runtime session, stays within 1 pp of FP32 on held-out digits
+    assert acc["onnxruntime-int8"] >= acc["onnxruntime-fp32"] - 0.01, acc
+    assert abs(acc["onnxruntime-fp32"] - acc["eager"]) < 1e-9
+    assert names["onnxruntime-int8"]["size_bytes"] < names["onnxruntime-fp32"]["size_bytes"] / 2.5
+    verdict = report["verdicts"][0]
+    assert verdict["metric"] == "size" and verdict["passed"] and verdict["observed"] == names["onnxruntime-int8"]["size_bytes"]
+
+
+def test_int8_artifact_is_really_quantized(digits_build):
+    out, report, _ = digits_build
+    graph = onnx.load(str(out / "digits-cnn-int8.onnx")).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    weights = [i for i in graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert weights, "no int8 weights in the int8 artifact"
+    scheme = report["artifacts"][1]["scheme"]
+    assert "u8 activations" in scheme and "per-channel" in scheme
+
+
+def test_outputs_manifest_and_report_files(digits_build):
+    out, report, _ = digits_build
+    assert sorted(p.name for p in out.iterdir()) == [
+        "digits-cnn-fp32.onnx", "digits-cnn-int8.onnx", "manifest.json", "report.json", "report.md"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    for entry in manifest["artifacts"]:
+        data = (out / entry["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+        assert entry["size_bytes"] == len(data)
+        assert entry["inputs"][0]["name"] == "input" and entry["inputs"][0]["dtype"] == "float32"
+    assert manifest["preprocessing"]["mean"] == [0.5]
+    assert manifest["labels"] == [str(i) for i in range(10)]
+    assert {"torch", "onnx", "onnxruntime", "edgepack"} <= set(manifest["versions"])
+    md = (out / "report.md").read_text()
+    for column in ("artifact", "precision", "size", "p50", "p90", "peak memory", "accuracy", "budgets"):
+        assert f"| {column} " in md or f" {column} |" in md
+    assert "all budgets met" in md
+
+
+def test_measurements_are_real_and_labelled(digits_build):
+    _, report, _ = digits_build
+    for m in report["measurements"]:
+        assert m["runs"] == 30 and m["threads"] == 1
+        assert 0 < m["min_ms"] <= m["p50_ms"] <= m["p90_ms"] <= m["p99_ms"] <= m["max_ms"]
+        assert m["init_ms"] > 0 and m["first_run_ms"] > 0
+        assert m["where"].startswith("host ")
+        # a child that loads a model peaks above the baseline child, which is far below the parent's torch-laden RSS
+        assert m["baseline_rss_bytes"] < 300 * 2**20
+        assert m["peak_rss_bytes"] >= m["baseline_rss_bytes"]
+        assert m["versions"]["onnxruntime"] != "not installed"
+
+
+def test_report_round_trips(digits_build):
+    out, report, _ = digits_build
+    loaded = Report.from_json((out / "report.json").read_text())
+    assert loaded.to_dict() == report
+    assert loaded.passed
+
+
+def test_budget_failure_exits_3_and_still_writes_report(runner, tmp_path):
+    out = tmp_path / "fail"
+    result = runner.invoke(cli, ["build", "--model", "zoo:digits-cnn", "--budget", "10KB", "--runs", "10",
+                                 "--out", str(out), "--quiet"])
+    assert result.exit_code == 3, result.output
+    assert "budget failed: size [onnxruntime-int8]: observed" in result.output
+    assert "limit 10.00 KB" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdicts"][0]["passed"] is False and report["verdicts"][0]["margin"] < 0
+    assert (out / "digits-cnn-int8.onnx").exists()
+
+
+def test_json_flag_prints_report_on_stdout(runner, tmp_path, models_file):
+    result = runner.invoke(cli, ["build", "--model", f"{models_file}:build", "--precision", "fp32", "--runs", "5",
+                                 "--max-latency", "10s", "--out", str(tmp_path / "j"), "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["shipping"] == ["onnxruntime-fp32"]
+    assert report["verdicts"][0]["metric"] == "latency" and report["verdicts"][0]["passed"]
+    assert not any("synthetic" in w for w in report["warnings"])  # fp32 needs no calibration
+
+
+@pytest.mark.parametrize("factory,taken", [("build_tuple", "[0]"), ("build_dict", "['logits']"),
+                                           ("build_hf", ".logits")])
+def test_structured_outputs_select_logits(runner, tmp_path, models_file, factory, taken):
+    out = tmp_path / factory
+    result = runner.invoke(cli, ["build", "--model", f"{models_file}:{factory}", "--runs", "5", "--out", str(out),
+                                 "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["output_taken"] == taken
+    assert any("synthetic" in w for w in report["warnings"])  # int8 without --calibration is flagged
+    parity = {p["artifact"]: p for p in report["parity"]}
+    assert parity["onnxruntime-fp32"]["max_abs_diff"] < 1e-4
+    assert parity["onnxruntime-fp32"]["top1_agreement"] == 1.0
