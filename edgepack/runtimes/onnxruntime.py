@@ -69,8 +69,9 @@ class OnnxRuntime:
             notes.append("transformer-like graph (Softmax/LayerNormalization): dynamic INT8 on MatMul/Gemm, since "
                          "static QDQ loses top-1 agreement on attention; set transformer_scheme: static-qdq to override")
         if scheme == "dynamic":
-            quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
-                             per_channel=False)
+            with _quiet():
+                    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8,
+                                 op_types_to_quantize=["MatMul", "Gemm"], per_channel=False)
             return "dynamic INT8: MatMul/Gemm weights int8 per-tensor, activations quantized at run time"
         return self._quantize_static(fp32, out, request, details, notes)
 
@@ -105,7 +106,7 @@ class OnnxRuntime:
                     nxt = next(self._batches, None)
                     return None if nxt is None else {input_name: np.ascontiguousarray(nxt, dtype=np.float32)}
 
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _quiet():
                 warnings.simplefilter("ignore")
                 quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                                 weight_type=weight, activation_type=act)
@@ -184,17 +185,24 @@ def exporter_reason(exc: BaseException) -> str:
 
 
 class _quiet:
-    """Silence the exporter's progress prints on stdout (the CLI owns stdout for --json)."""
+    """Silence library chatter during export and quantization: progress prints on stdout (the CLI owns stdout for
+    --json) and advice logged on the root logger (e.g. 'consider pre-processing', which we do for static QDQ)."""
 
     def __enter__(self) -> None:
         import contextlib
         import io
+        import logging
 
-        self._ctx = contextlib.redirect_stdout(io.StringIO())
-        self._ctx.__enter__()
+        self._stdout = contextlib.redirect_stdout(io.StringIO())
+        self._stdout.__enter__()
+        self._level = logging.root.level
+        logging.root.setLevel(logging.ERROR)
 
     def __exit__(self, *exc: Any) -> None:
-        self._ctx.__exit__(*exc)
+        import logging
+
+        logging.root.setLevel(self._level)
+        self._stdout.__exit__(*exc)
 
 
 def _simplify_if_equal(path: Path, bundle: Any, notes: list[str]) -> dict[str, Any]:

@@ -1,0 +1,57 @@
+"""Budgets judged against records, and the records' JSON round trip."""
+
+from __future__ import annotations
+
+from edgepack.config import parse_budget
+from edgepack.gates import delegation_budget, judge
+from edgepack.records import Accuracy, Artifact, Measurement, Provenance, Report, TensorSpec
+
+
+def _report(**kw) -> Report:
+    prov = Provenance("zoo:x", "zoo", "x", "tensor", 10, 100, ((1, 1, 8, 8),))
+    spec = (TensorSpec("input", (1, 1, 8, 8), "float32"),)
+    arts = (
+        Artifact("rt-fp32", "x-fp32.onnx", "onnx", "rt", "fp32", 4000, "a" * 64, spec, spec),
+        Artifact("rt-int8", "x-int8.onnx", "onnx", "rt", "int8", 1000, "b" * 64, spec, spec,
+                 details={"delegation": {"fallback_nodes": 2}}),
+    )
+    m = Measurement("rt-int8", "rt", "host", "cpu", 1, 1, 10, 1.0, 2.0, 3.0, 1.5, 0.1, 0.5, 3.5, 4.0, 1.0,
+                    60_000_000, 50_000_000, 10_000_000)
+    acc = (Accuracy("eager", "d", 100, 0.95), Accuracy("rt-int8", "d", 100, 0.935))
+    return Report("0", "now", "t", "out", prov, shipping=("rt-int8",), artifacts=arts, measurements=(m,),
+                  accuracy=acc, **kw)
+
+
+def test_each_metric_observes_the_right_record():
+    report = _report()
+    budgets = [parse_budget("size", "1000B"), parse_budget("latency", "1.9ms"), parse_budget("memory", "10MB"),
+               parse_budget("accuracy_drop", "1pp"), delegation_budget()]
+    verdicts = {v.metric: v for v in judge(report, budgets)}
+    assert all(v.artifact == "rt-int8" for v in verdicts.values())  # only the shipping artifact is judged
+    assert verdicts["size"].observed == 1000 and verdicts["size"].passed and verdicts["size"].margin == 0
+    assert verdicts["latency"].observed == 2.0 and not verdicts["latency"].passed  # p90 by default
+    assert verdicts["memory"].observed == 10_000_000 and verdicts["memory"].passed
+    assert abs(verdicts["accuracy_drop"].observed - 1.5) < 1e-9 and not verdicts["accuracy_drop"].passed
+    assert verdicts["delegation"].observed == 2 and not verdicts["delegation"].passed
+
+
+def test_latency_stat_is_honoured():
+    verdicts = judge(_report(), [parse_budget("latency", "1.9ms", "p50")])
+    assert verdicts[0].observed == 1.0 and verdicts[0].passed
+
+
+def test_missing_observation_fails_with_reason():
+    report = _report()
+    report = Report(**{**{f: getattr(report, f) for f in report.__dataclass_fields__}, "accuracy": ()})
+    verdict = judge(report, [parse_budget("accuracy_drop", "1pp")])[0]
+    assert verdict.observed is None and not verdict.passed and "--eval" in verdict.reason
+
+
+def test_report_json_round_trip_preserves_types():
+    report = _report(budgets=(parse_budget("size", "1MB"),))
+    report = Report(**{**{f: getattr(report, f) for f in report.__dataclass_fields__},
+                       "verdicts": tuple(judge(report))})
+    again = Report.from_json(report.to_json())
+    assert again == report
+    assert isinstance(again.artifacts[0].inputs[0], TensorSpec)
+    assert again.model.input_shapes == ((1, 1, 8, 8),)
