@@ -168,6 +168,8 @@ class RichProgress:
 @click.option("--max-accuracy-drop", metavar="PP", help=BUDGET_HELP["accuracy"])
 @click.option("--require-full-delegation", is_flag=True, help="Fail (exit 3) if any op of an ExecuTorch artifact "
               "stays outside the XNNPACK delegate.")
+@click.option("--bundle/--no-bundle", "bundle", default=None, help="Write the mobile-ready bundle/ and bundle.zip "
+              "(default: the target's setting; on for android-arm64).")
 @click.option("--calibration", metavar="DATA", help="INT8 calibration data: .npz (x[, y]), an image folder, or zoo. "
               "Default: the zoo model's training split, else synthetic inputs (with a warning).")
 @click.option("--eval", "eval_data", metavar="DATA", help="Labelled data to measure accuracy through every artifact's "
@@ -182,7 +184,7 @@ class RichProgress:
 def build(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str], target: str,
           runtimes: tuple[str, ...], precision: Optional[str], size_budget: Optional[str], max_latency: Optional[str],
           latency_stat: Optional[str], max_memory: Optional[str], max_accuracy_drop: Optional[str],
-          require_full_delegation: bool, calibration: Optional[str], eval_data: Optional[str],
+          require_full_delegation: bool, bundle: Optional[bool], calibration: Optional[str], eval_data: Optional[str],
           threads: Optional[int], runs: Optional[int], out: Optional[Path], as_json: bool, quiet: bool,
           **compression: Any) -> None:
     """Compress, export, quantize, verify, measure and budget-gate a model for a target."""
@@ -199,14 +201,14 @@ def build(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input
         model=_model_request(model_spec, factory, trust_checkpoint, input_shape), target=target,
         runtimes=runtime_list, precision=precision, calibration=calibration, eval=eval_data,
         train=compression.get("train"), threads=threads, runs=runs, out=out, budgets=tuple(budgets),
-        passes=_pass_configs(compression), require_full_delegation=require_full_delegation,
+        passes=_pass_configs(compression), require_full_delegation=require_full_delegation, bundle=bundle,
     )
     report = run_build(request, RichProgress(quiet))
     _print_report(report, as_json, quiet)
 
 
 def _print_report(report: Any, as_json: bool, quiet: bool) -> None:
-    from edgepack.report import artifact_rows, failures
+    from edgepack.report import artifact_rows, failures, fastest_within_budgets
 
     if as_json:
         click.echo(report.to_json())
@@ -222,6 +224,9 @@ def _print_report(report: Any, as_json: bool, quiet: bool) -> None:
             table.add_row(*row.values())
         # piped output gets a fixed width so the table is not squeezed into 80 columns
         Console(highlight=False, width=None if sys.stdout.isatty() else 160).print(table)
+        fastest = fastest_within_budgets(report)
+        if fastest and len(report.shipping) > 1:
+            click.echo(fastest)
         for warning in report.warnings:
             click.echo(f"warning: {warning}", err=True)
     for line in failures(report):

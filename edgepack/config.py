@@ -90,6 +90,7 @@ class Target:
     device: str  # "host" or "adb[:SERIAL]"
     runner: dict[str, str]
     budgets: dict[str, str]
+    bundle: bool = False  # write the mobile-ready bundle/ and bundle.zip
     arch: str = ""  # the CPU architecture the target runs on; host measurements elsewhere are labelled as proxies
 
     def runtime(self, name: str) -> RuntimeSettings:
@@ -134,7 +135,7 @@ def parse_target(path: Path) -> Target:
     if missing:
         raise UsageError(f"target file {path}: missing key(s) {', '.join(missing)}")
     known = {"name", "description", "runtimes", "default_runtimes", "precision", "threads", "measure", "device",
-             "runner", "budgets", "arch"}
+             "runner", "budgets", "arch", "bundle"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise UsageError(f"target file {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -168,6 +169,7 @@ def parse_target(path: Path) -> Target:
         device=str(data.get("device", "host")),
         runner=dict(data.get("runner") or {}),
         budgets={str(k): str(v) for k, v in (data.get("budgets") or {}).items()},
+        bundle=bool(data.get("bundle", False)),
         arch=str(data.get("arch", "")),
     )
 

@@ -7,7 +7,7 @@ import datetime
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Optional, Protocol, Sequence
 
@@ -49,7 +49,7 @@ class BuildRequest:
     budgets: tuple[Budget, ...] = ()
     passes: tuple[Any, ...] = ()  # compression pass configs, applied in order
     require_full_delegation: bool = False
-    extra_outputs: tuple[str, ...] = field(default_factory=tuple)  # "bundle"
+    bundle: Optional[bool] = None  # None: the target's setting
 
 
 def resolve_runtimes(target: Target, requested: Optional[Sequence[str]]) -> list[str]:
@@ -153,7 +153,8 @@ def build(request: BuildRequest, progress: Optional[Progress] = None) -> Report:
 
         report = replace(report, verdicts=tuple(judge(report)))
         with progress.stage("writing report"):
-            report = stages.publish(report, staging, out, bundle, data, request.extra_outputs)
+            want_bundle = target.bundle if request.bundle is None else request.bundle
+            report = stages.publish(report, out, data, threads, want_bundle)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report

@@ -82,6 +82,17 @@ def artifact_rows(report: Report) -> list[dict[str, str]]:
     return rows
 
 
+def fastest_within_budgets(report: Report) -> Optional[str]:
+    """The shipped artifact with the lowest measured p50 among those meeting every budget, as one line."""
+    passing = [a for a in report.shipping
+               if all(v.passed for v in report.verdicts if v.artifact == a)]
+    timed = [(m.p50_ms, m) for m in report.measurements if m.artifact in passing]
+    if not timed:
+        return None
+    p50, m = min(timed, key=lambda t: t[0])
+    return f"fastest within budgets: {m.artifact} (p50 {format_value(p50, 'ms')}, {m.where}, {m.threads} thread(s))"
+
+
 def markdown(report: Report) -> str:
     model = report.model
     lines = [f"# edgepack report: {model.model_name} → {report.target}", ""]
@@ -97,6 +108,9 @@ def markdown(report: Report) -> str:
     eager = next((a for a in report.accuracy if a.artifact == "eager"), None)
     if eager:
         lines.append(f"- Eager PyTorch accuracy: top-1 {_pct(eager.top1)} on {eager.samples} samples of {eager.dataset}")
+    fastest = fastest_within_budgets(report)
+    if fastest:
+        lines.append(f"- {fastest[0].upper()}{fastest[1:]}")
     lines.append("")
     rows = artifact_rows(report)
     if rows:

@@ -111,15 +111,12 @@ def export(runtime: Runtime, bundle: Any, precision: str, out_dir: Path, calibra
 def _eager_outputs(bundle: Any, inputs: np.ndarray) -> np.ndarray:
     from edgepack.recovery.train import predict
 
-    # run at the example batch size: exported programs and some user models fix the batch
     batch = int(bundle.example_inputs[0].shape[0])
-    if len(inputs) % batch:
+    if bundle.provenance.kind != "pt2" and batch == 1:
+        batch = 256  # plain modules take any batch; exported programs keep the batch they were exported with
+    elif len(inputs) % batch:
         raise UsageError(f"{len(inputs)} samples do not divide into the model's batch of {batch}")
-    return predict(bundle.module, inputs, batch_size=batch if batch > 1 or _fixed_batch(bundle) else 256)
-
-
-def _fixed_batch(bundle: Any) -> bool:
-    return bundle.provenance.kind == "pt2"
+    return predict(bundle.module, inputs, batch_size=batch)
 
 
 def _session_outputs(session: Session, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -190,8 +187,7 @@ def host() -> dict[str, Any]:
     return host_info()
 
 
-def publish(report: Report, staging: Path, out: Path, bundle: Any, data: BuildData,
-            extra_outputs: Sequence[str]) -> Report:
+def publish(report: Report, out: Path, data: BuildData, threads: int, bundle: bool) -> Report:
     """Move artifacts from staging into `out`, then write manifest and reports; report.json goes last."""
     from edgepack import report as reporting
 
@@ -203,6 +199,10 @@ def publish(report: Report, staging: Path, out: Path, bundle: Any, data: BuildDa
         moved.append(replace(artifact, path=str(final)))
     report = replace(report, artifacts=tuple(moved))
     reporting.write_manifest(report, out / "manifest.json", data.calibration)
+    if bundle:
+        from edgepack.bundle import write_bundle
+
+        write_bundle(report, out, data.calibration, threads)
     reporting.write_markdown(report, out / "report.md")
     reporting.write_json(report, out / "report.json")
     return report
