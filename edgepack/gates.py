@@ -35,7 +35,7 @@ def observe(budget: Budget, artifact: Artifact, measurements: Sequence[Measureme
         info = artifact.details.get("delegation")
         if info is None:
             return None, f"{artifact.runtime} reports no delegation"
-        return float(info.get("fallback_nodes", 0)), ""
+        return float(info["total_nodes"] - info["delegated_nodes"]), ""
     if budget.metric in ("latency", "memory"):
         m = next((m for m in measurements if m.artifact == artifact.name), None)
         if m is None:

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Optional, Protocol, Sequence
 
 from edgepack import __version__
 from edgepack.config import Target, load_target, merge_budgets, target_budgets
-from edgepack.errors import MissingDependency, UsageError
+from edgepack.errors import UsageError
 from edgepack.records import Accuracy, Artifact, Budget, Measurement, Parity, Report
 
 PARITY_SAMPLES = 256
@@ -134,7 +134,7 @@ def build(request: BuildRequest, progress: Optional[Progress] = None) -> Report:
                     shipping.append(artifact.name)
                 previous = artifact
                 with progress.stage(f"{artifact.name}: parity against eager"):
-                    session = runtime.load(Path(artifact.path), threads)
+                    session = stages.open_session(runtime, artifact, threads)
                     parity.append(stages.parity(artifact.name, session, bundle, data.parity))
                     if data.eval is not None:
                         accuracy.append(stages.artifact_accuracy(artifact.name, session, data.eval))

@@ -14,6 +14,7 @@ import numpy as np
 from edgepack.config import Target
 from edgepack.data.dataset import ArrayDataset
 from edgepack.errors import MissingDependency, UsageError
+from edgepack.quiet import captured
 from edgepack.records import Accuracy, Artifact, Measurement, Parity, Report
 from edgepack.runtimes import get_runtime
 from edgepack.runtimes.base import ExportRequest, Runtime, Session
@@ -105,7 +106,20 @@ def export(runtime: Runtime, bundle: Any, precision: str, out_dir: Path, calibra
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     request = ExportRequest(precision=precision, out_dir=out_dir, calibration=calibration, options=options,
                             parent=parent)
-    return runtime.export(bundle, request)
+    with captured():
+        return runtime.export(bundle, request)
+
+
+def open_session(runtime: Runtime, artifact: Artifact, threads: int) -> Session:
+    """Load an artifact quietly; its session also runs quietly (runtimes log delegate creation and the like)."""
+    with captured():
+        session = runtime.load(Path(artifact.path), threads)
+
+    def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        with captured():
+            return session(inputs)
+
+    return run
 
 
 def _eager_outputs(bundle: Any, inputs: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ def test_check_rejudges_without_rerunning(runner, digits_build, tmp_path):
     assert "pass  size [onnxruntime-int8]" in result.output
     result = runner.invoke(cli, ["check", str(out / "report.json"), "--budget", f"{size - 1}B"])
     assert result.exit_code == 3, result.output
-    assert f"over by 1 B" in result.output
+    assert "over by 1 B" in result.output
     result = runner.invoke(cli, ["check", str(out / "report.json"), "--max-accuracy-drop", "1pp", "--json"])
     assert result.exit_code == 0, result.output
     verdicts = json.loads(result.stdout)

@@ -13,7 +13,7 @@ def _report(**kw) -> Report:
     arts = (
         Artifact("rt-fp32", "x-fp32.onnx", "onnx", "rt", "fp32", 4000, "a" * 64, spec, spec),
         Artifact("rt-int8", "x-int8.onnx", "onnx", "rt", "int8", 1000, "b" * 64, spec, spec,
-                 details={"delegation": {"fallback_nodes": 2}}),
+                 details={"delegation": {"delegated_nodes": 8, "total_nodes": 10}}),
     )
     m = Measurement("rt-int8", "rt", "host", "cpu", 1, 1, 10, 1.0, 2.0, 3.0, 1.5, 0.1, 0.5, 3.5, 4.0, 1.0,
                     60_000_000, 50_000_000, 10_000_000)
