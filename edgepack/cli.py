@@ -175,6 +175,10 @@ class RichProgress:
 @click.option("--eval", "eval_data", metavar="DATA", help="Labelled data to measure accuracy through every artifact's "
               "runtime: .npz (x, y), an image folder, or zoo (held-out split).")
 @compression_options
+@click.option("--device", metavar="host|adb|adb:SERIAL", help="Where to measure: this host (default), or an "
+              "Android phone over adb (needs --runner).")
+@click.option("--runner", "runners", multiple=True, metavar="RUNTIME=PATH", help="arm64 runner binary for --device "
+              "adb: executorch=path/to/executor_runner, litert=path/to/benchmark_model (or set in the target file).")
 @click.option("--threads", type=int, help="Intra-op threads for every runtime (default: the target's, 1 on x86-cpu).")
 @click.option("--runs", type=int, help="Timed runs per artifact after warm-up (default: the target's, >= 50).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory "
@@ -185,14 +189,12 @@ def build(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input
           runtimes: tuple[str, ...], precision: Optional[str], size_budget: Optional[str], max_latency: Optional[str],
           latency_stat: Optional[str], max_memory: Optional[str], max_accuracy_drop: Optional[str],
           require_full_delegation: bool, bundle: Optional[bool], calibration: Optional[str], eval_data: Optional[str],
-          threads: Optional[int], runs: Optional[int], out: Optional[Path], as_json: bool, quiet: bool,
-          **compression: Any) -> None:
+          device: Optional[str], runners: tuple[str, ...], threads: Optional[int], runs: Optional[int],
+          out: Optional[Path], as_json: bool, quiet: bool, **compression: Any) -> None:
     """Compress, export, quantize, verify, measure and budget-gate a model for a target."""
     from edgepack.config import load_target, optional_budget
     from edgepack.pipeline import BuildRequest, build as run_build
 
-    if runs is not None and runs < 1:
-        raise UsageError(f"--runs {runs}: use 1 or more")
     stat = latency_stat or load_target(target).latency_stat
     budgets = (optional_budget("size", size_budget) + optional_budget("latency", max_latency, stat)
                + optional_budget("memory", max_memory) + optional_budget("accuracy_drop", max_accuracy_drop))
@@ -202,9 +204,20 @@ def build(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input
         runtimes=runtime_list, precision=precision, calibration=calibration, eval=eval_data,
         train=compression.get("train"), threads=threads, runs=runs, out=out, budgets=tuple(budgets),
         passes=_pass_configs(compression), require_full_delegation=require_full_delegation, bundle=bundle,
+        device=device, runners=tuple(_runner_pairs(runners)),
     )
     report = run_build(request, RichProgress(quiet))
     _print_report(report, as_json, quiet)
+
+
+def _runner_pairs(values: tuple[str, ...]) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        runtime, sep, path = value.partition("=")
+        if not sep or not runtime or not path:
+            raise UsageError(f"--runner {value!r}: write RUNTIME=PATH, e.g. executorch=./executor_runner")
+        pairs.append((runtime, path))
+    return pairs
 
 
 def _print_report(report: Any, as_json: bool, quiet: bool) -> None:

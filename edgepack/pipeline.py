@@ -50,6 +50,8 @@ class BuildRequest:
     passes: tuple[Any, ...] = ()  # compression pass configs, applied in order
     require_full_delegation: bool = False
     bundle: Optional[bool] = None  # None: the target's setting
+    device: Optional[str] = None  # "host", "adb" or "adb:SERIAL"; None: the target's
+    runners: tuple[tuple[str, str], ...] = ()  # (runtime, path of its arm64 runner binary) for device measurements
 
 
 def resolve_runtimes(target: Target, requested: Optional[Sequence[str]]) -> list[str]:
@@ -98,6 +100,9 @@ def build(request: BuildRequest, progress: Optional[Progress] = None) -> Report:
     if request.out is not None:
         check_writable(request.out)
     warnings: list[str] = []
+    # a phone and its runners are checked before any export, so a missing one fails in a second, not minutes
+    measurer = stages.measurer(target, request.device, dict(request.runners), runtime_names,
+                               request.threads or target.threads, request.runs or target.runs, warnings)
 
     with progress.stage("loading model"):
         bundle, zoo_entry = stages.load(request.model)
@@ -109,7 +114,7 @@ def build(request: BuildRequest, progress: Optional[Progress] = None) -> Report:
         with progress.stage(f"compressing ({len(request.passes)} pass(es))"):
             bundle = stages.compress(bundle, request.passes, data)
 
-    threads = stages.effective_threads(threads, warnings)
+    threads = measurer.threads
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
@@ -138,9 +143,9 @@ def build(request: BuildRequest, progress: Optional[Progress] = None) -> Report:
                     parity.append(stages.parity(artifact.name, session, bundle, data.parity))
                     if data.eval is not None:
                         accuracy.append(stages.artifact_accuracy(artifact.name, session, data.eval))
-                with progress.stage(f"{artifact.name}: measuring ({target.runs} runs, {threads} thread(s))"):
-                    measurements.append(stages.measure(artifact, bundle, target, runtime.name, threads,
-                                                       request.runs or target.runs))
+                with progress.stage(f"{artifact.name}: measuring on {measurer.label} ({measurer.runs} runs, "
+                                    f"{threads} thread(s))"):
+                    measurements.append(measurer.measure(artifact, bundle.provenance.input_shapes))
         report = Report(
             edgepack_version=__version__,
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

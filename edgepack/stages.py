@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -20,6 +20,7 @@ from edgepack.runtimes import get_runtime
 from edgepack.runtimes.base import ExportRequest, Runtime, Session
 
 PARITY_SAMPLES = 256
+DEVICE_RUNTIMES = ("executorch", "litert")  # runtimes whose runners edgepack drives over adb
 SYNTHETIC_CALIBRATION_SAMPLES = 64
 
 
@@ -86,16 +87,6 @@ def compress(bundle: Any, passes: Sequence[Any], data: BuildData) -> Any:
     from edgepack.compress import apply_passes
 
     return apply_passes(bundle, list(passes), train=data.train, eval=data.eval)
-
-
-def effective_threads(threads: int, warnings: list[str]) -> int:
-    cpus = os.cpu_count() or 1
-    if threads < 1:
-        raise UsageError(f"--threads {threads}: use 1 or more")
-    if threads > cpus:
-        warnings.append(f"{threads} threads asked but this host has {cpus} logical CPUs; measured with {cpus}")
-        return cpus
-    return threads
 
 
 def export(runtime: Runtime, bundle: Any, precision: str, out_dir: Path, calibration: ArrayDataset,
@@ -177,12 +168,58 @@ def where_label(target: Target) -> str:
     return label
 
 
-def measure(artifact: Artifact, bundle: Any, target: Target, runtime_name: str, threads: int,
-            runs: int) -> Measurement:
-    from edgepack.measure import MeasureSpec, measure_artifact
+@dataclass(frozen=True)
+class Measurer:
+    """Where artifacts are timed: the host harness, or a phone over adb with the runtime's runner binary."""
 
-    spec = MeasureSpec(runtime_name, threads, runs, target.warmup, where_label(target))
-    return measure_artifact(artifact.name, Path(artifact.path), bundle.provenance.input_shapes, spec)
+    label: str
+    threads: int
+    runs: int
+    warmup: int
+    host_where: str
+    device: Any = None  # device.adb.AdbDevice
+    runners: dict[str, Path] = field(default_factory=dict)
+
+    def measure(self, artifact: Artifact, input_shapes: Sequence[Sequence[int]]) -> Measurement:
+        if self.device is not None:
+            return self.device.measure(artifact, self.runners[artifact.runtime], self.threads, self.warmup, self.runs)
+        from edgepack.measure import MeasureSpec, measure_artifact
+
+        spec = MeasureSpec(artifact.runtime, self.threads, self.runs, self.warmup, self.host_where)
+        return measure_artifact(artifact.name, Path(artifact.path), input_shapes, spec)
+
+
+def measurer(target: Target, device: Optional[str], runners: dict[str, str], runtime_names: Sequence[str],
+             threads: int, runs: int, warnings: list[str]) -> Measurer:
+    if threads < 1:
+        raise UsageError(f"--threads {threads}: use 1 or more")
+    if runs < 1:
+        raise UsageError(f"--runs {runs}: use 1 or more")
+    device = device or target.device
+    if device == "host":
+        cpus = os.cpu_count() or 1
+        if threads > cpus:
+            warnings.append(f"{threads} threads asked but this host has {cpus} logical CPUs; measured with {cpus}")
+            threads = cpus
+        return Measurer("host", threads, runs, target.warmup, where_label(target))
+    from edgepack.device.adb import AdbDevice, check_arm64_runner
+
+    paths = {**target.runner, **runners}
+    resolved = {}
+    for name in runtime_names:
+        if name not in DEVICE_RUNTIMES:
+            raise UsageError(f"--device {device} measures {', '.join(DEVICE_RUNTIMES)} artifacts on a phone; "
+                             f"{name} has no phone runner here (use --runtime executorch or litert)")
+        if name not in paths:
+            raise UsageError(f"measuring {name} on {device} needs its arm64 runner binary: pass --runner "
+                             f"{name}=PATH (edgepack never downloads binaries)")
+        path = Path(paths[name]).expanduser()
+        if not path.is_file():
+            raise UsageError(f"--runner {name}={path}: no such file")
+        check_arm64_runner(path)
+        resolved[name] = path
+    adb = AdbDevice.resolve(device)
+    return Measurer(device, threads, runs, target.warmup, "", adb, resolved)
 
 
 def versions(runtimes: Sequence[Runtime]) -> dict[str, str]:
