@@ -1,0 +1,231 @@
+"""Turn CLI option strings (`--prune ratio=0.5,steps=3`) and recipe lists into validated pass configs.
+
+Unknown pass kinds and keys are refused with the close matches; nothing is corrected silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Union
+
+from edgepack.compress.configs import PASS_KINDS, PassConfig
+from edgepack.errors import UsageError
+
+# Recipes are YAML, where keys are usually written with underscores; both spellings name the same pass.
+KIND_ALIASES = {"drop_layers": "drop-layers", "fine-tune": "finetune", "low-rank": "lowrank"}
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def known_kinds() -> list[str]:
+    return list(PASS_KINDS)
+
+
+def config_class(kind: str, where: str = "") -> type[PassConfig]:
+    name = KIND_ALIASES.get(kind, kind)
+    if name not in PASS_KINDS:
+        raise UsageError(f"{where or 'compression pass'}: unknown pass {kind!r}{_close(kind, PASS_KINDS)}; "
+                         f"known passes: {', '.join(PASS_KINDS)}")
+    return PASS_KINDS[name]
+
+
+def parse_pass(kind: str, text: str, *, allow_sparse: bool = False,
+               extra: Optional[Mapping[str, Any]] = None) -> PassConfig:
+    """Parse the value of a CLI option such as `--prune 0.5` or `--lowrank energy=0.9,layers=fc,head`.
+
+    A bare first value sets the pass's main field (prune/sparse: ratio, finetune: epochs, drop-layers: indices).
+    Values without `=` after a list-valued key extend that list, so `layers=fc,head` lists two layers.
+    `allow_sparse` (the CLI's --allow-sparse) is passed to sparse passes and ignored by the others; `extra` adds
+    fields given by other options.
+    """
+    cls = config_class(kind, f"--{kind}")
+    where = f"--{cls.kind}"
+    values = _split(cls, str(text), where)
+    for key, value in (extra or {}).items():
+        values[_field_name(cls, key, where)] = value
+    return _build(cls, _with_allow_sparse(cls, values, allow_sparse), where)
+
+
+RecipeSource = Union[Iterable[Any], "os.PathLike[str]"]
+
+
+def parse_recipe(steps: RecipeSource, *, allow_sparse: bool = False) -> list[PassConfig]:
+    """Configs from a recipe: a list such as `[{"prune": {"ratio": 0.5}}, {"finetune": 3}, {"lowrank": "energy=0.9"}]`,
+    or the path of a YAML file holding that list (at the top level or under `passes:`).
+
+    `allow_sparse` (the CLI's --allow-sparse) is passed to sparse steps that do not set it themselves.
+    """
+    if isinstance(steps, os.PathLike):
+        steps = _read_recipe(Path(steps))
+    if isinstance(steps, (str, bytes, Mapping)) or not isinstance(steps, Iterable):
+        raise UsageError("a compression recipe is a list of single-key mappings, e.g. [{prune: {ratio: 0.5}}]")
+    configs = []
+    for i, step in enumerate(steps, 1):
+        if not isinstance(step, Mapping) or len(step) != 1:
+            raise UsageError(f"recipe step {i}: expected one mapping like {{prune: {{ratio: 0.5}}}}, got {step!r}")
+        (kind, body), = step.items()
+        cls = config_class(str(kind), f"recipe step {i}")
+        where = f"recipe step {i} ({cls.kind})"
+        if body is None:
+            values: dict[str, Any] = {}
+        elif isinstance(body, Mapping):
+            values = {_field_name(cls, str(k), where): v for k, v in body.items()}
+        elif isinstance(body, str):
+            values = _split(cls, body, where)
+        elif cls.primary is not None and isinstance(body, (int, float, list, tuple)):
+            values = {cls.primary: body}
+        else:
+            raise UsageError(f"{where}: expected a mapping of options, got {body!r}")
+        configs.append(_build(cls, _with_allow_sparse(cls, values, allow_sparse), where))
+    return configs
+
+
+def options_help(kind: str) -> str:
+    """One line listing a pass's options and defaults, for CLI help texts."""
+    cls = config_class(kind)
+    reverse = {field: key for key, field in cls.aliases.items()}
+    parts = []
+    for f in dataclasses.fields(cls):
+        key = reverse.get(f.name, f.name)
+        if f.default is dataclasses.MISSING:
+            parts.append(f"{key}=<required>")
+        else:
+            default = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+            parts.append(f"{key}={str(default).lower() if isinstance(default, bool) else default}")
+    return ", ".join(parts)
+
+
+# ---- internals ----
+
+def _read_recipe(path: Path) -> Any:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"recipe {path}: cannot read it ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"recipe {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if isinstance(data, Mapping):
+        if set(data) != {"passes"}:
+            raise UsageError(f"recipe {path}: expected a list of passes, or a mapping with only `passes:`; "
+                             f"found keys {', '.join(map(str, data))}")
+        data = data["passes"]
+    if not isinstance(data, list):
+        raise UsageError(f"recipe {path}: expected a list of passes such as `- prune: {{ratio: 0.5}}`")
+    return data
+
+
+def _with_allow_sparse(cls: type[PassConfig], values: dict[str, Any], allow_sparse: bool) -> dict[str, Any]:
+    if allow_sparse and "allow_sparse" in {f.name for f in dataclasses.fields(cls)}:
+        values.setdefault("allow_sparse", True)
+    return values
+
+
+def _split(cls: type[PassConfig], text: str, where: str) -> dict[str, Any]:
+    """`a=1,b=x,y` -> {"a": "1", "b": ["x", "y"]} for list-valued b; a leading bare value fills `primary`."""
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    current: Optional[str] = None
+    for i, raw in enumerate(text.split(",")):
+        token = raw.strip()
+        if not token:
+            if text.strip():
+                raise UsageError(f"{where} {text!r}: empty item between commas")
+            continue
+        if "=" in token:
+            key, _, value = token.partition("=")
+            current = _field_name(cls, key.strip(), where)
+            if current in values:
+                raise UsageError(f"{where}: {key.strip()} is given twice")
+            values[current] = [value.strip()] if _is_list(hints[current]) else value.strip()
+        elif current is not None and _is_list(hints[current]):
+            values[current].append(token)
+        elif i == 0 and cls.primary is not None:
+            current = cls.primary
+            values[current] = [token] if _is_list(hints[current]) else token
+        else:
+            example = f"{cls.primary}={token}" if cls.primary and i > 0 else f"key={token}"
+            raise UsageError(f"{where} {text!r}: {token!r} is not key=value (write e.g. {example}); "
+                             f"options: {options_help(cls.kind)}")
+    return values
+
+
+def _field_name(cls: type[PassConfig], key: str, where: str) -> str:
+    names = [f.name for f in dataclasses.fields(cls)]
+    if key in cls.aliases:
+        return cls.aliases[key]
+    if key in names:
+        return key
+    known = list(cls.aliases) + [n for n in names if n not in cls.aliases.values()]
+    raise UsageError(f"{where}: unknown option {key!r}{_close(key, known)}; options: {', '.join(known)}")
+
+
+def _build(cls: type[PassConfig], values: dict[str, Any], where: str) -> PassConfig:
+    hints = typing.get_type_hints(cls)
+    reverse = {field: key for key, field in cls.aliases.items()}
+    kwargs = {name: _coerce(hints[name], value, where, reverse.get(name, name)) for name, value in values.items()}
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.default is dataclasses.MISSING and f.name not in kwargs]
+    if missing:
+        raise UsageError(f"{where}: {', '.join(missing)} is required; options: {options_help(cls.kind)}")
+    return cls(**kwargs)
+
+
+def _is_list(hint: Any) -> bool:
+    return typing.get_origin(hint) is tuple
+
+
+def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        inner = [a for a in typing.get_args(hint) if a is not type(None)][0]
+        return _coerce(inner, value, where, key)
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(_coerce(item, v, where, key) for v in value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise UsageError(f"{where}: {key}={value!r} must be true or false")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise UsageError(f"{where}: {key}={value!r} is not a whole number")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise UsageError(f"{where}: {key}={value!r} is not a number")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise UsageError(f"{where}: {key}={value!r} must be text")
+    return value
+
+
+def _close(word: str, choices: Iterable[str]) -> str:
+    matches = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(m) for m in matches)}?)" if matches else ""
