@@ -87,8 +87,9 @@ def compression_options(fn: Callable) -> Callable:
         click.option("--ndlinear", metavar="k=v,...", help="Replace Linear layers on multi-axis states with a "
                      "factorized NdLinear layer (Kronecker init)."),
         click.option("--drop-layers", metavar="INDICES|middle=N", help="Drop transformer blocks, e.g. 1,2 or middle=2."),
-        click.option("--finetune", type=int, metavar="EPOCHS", help="Fine-tune after the passes (needs --train)."),
-        click.option("--train", metavar="DATA", help="Training data for fine-tuning: .npz, image folder, or zoo."),
+        click.option("--finetune", type=int, metavar="EPOCHS", help="Fine-tune after the passes (on --train data)."),
+        click.option("--train", metavar="DATA", help="Labelled training data for fine-tuning and data-driven passes: "
+                     ".npz, image folder, or zoo (default for zoo models: their training split)."),
         click.option("--recipe", type=click.Path(dir_okay=False), help="YAML file listing passes in order "
                      "(replaces the pass options above)."),
     ]
@@ -119,8 +120,6 @@ def _pass_configs(kw: dict[str, Any]) -> tuple[Any, ...]:
         value = kw.get(key)
         if value is None:
             continue
-        if key == "finetune" and not kw.get("train"):
-            raise UsageError("--finetune needs --train DATA (an .npz, an image folder, or zoo)")
         configs.append(parse_pass(key.replace("_", "-"), str(value), allow_sparse=kw.get("allow_sparse", False)))
     return tuple(configs)
 
@@ -246,6 +245,45 @@ def _print_report(report: Any, as_json: bool, quiet: bool) -> None:
         click.echo(f"budget failed: {line}", err=True)
     if not report.passed:
         raise click.exceptions.Exit(3)
+
+
+# ---- compress -------------------------------------------------------------------------------------------------------
+@cli.command(epilog=EXIT_CODE_HELP)
+@model_options
+@compression_options
+@click.option("--eval", "eval_data", metavar="DATA", help="Labelled data: eager accuracy before and after each pass.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the compressed model as a torch.export program (.pt2); its pass records go to "
+                   "the same name with .json.")
+@click.option("--json", "as_json", is_flag=True, help="Print the pass records as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
+def compress(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str],
+             eval_data: Optional[str], out: Path, as_json: bool, quiet: bool, **compression: Any) -> None:
+    """Apply compression passes to a model and save it as a .pt2 (feed it to `edgepack build --model`)."""
+    import json
+
+    from edgepack.compress_command import compress_model
+
+    if out.suffix != ".pt2":
+        raise UsageError(f"--out {out}: the compressed model is written as a torch.export program; name it *.pt2")
+    passes = _pass_configs(compression)
+    if not passes:
+        raise UsageError("no compression pass given; use --prune, --sparse, --lowrank, --ndlinear, --drop-layers, "
+                         "--finetune or --recipe")
+    progress = RichProgress(quiet)
+    provenance = compress_model(_model_request(model_spec, factory, trust_checkpoint, input_shape), passes,
+                                compression.get("train"), eval_data, out, progress)
+    if as_json:
+        click.echo(json.dumps(provenance.to_dict(), indent=2))
+    else:
+        for p in provenance.passes:
+            acc = "" if p.accuracy_after is None else (f", accuracy {p.accuracy_before * 100:.2f}% -> "
+                                                       f"{p.accuracy_after * 100:.2f}%")
+            click.echo(f"{p.name}: params {p.params_before:,} -> {p.params_after:,}, MACs {p.macs_before:,} -> "
+                       f"{p.macs_after:,}{acc} ({p.seconds:.1f} s)")
+            for skipped in p.skipped:
+                click.echo(f"  skipped {skipped.get('layer', '?')}: {skipped.get('reason', '')}")
+        click.echo(f"wrote {out} and {out.with_suffix('.json')}")
 
 
 # ---- targets --------------------------------------------------------------------------------------------------------

@@ -99,7 +99,8 @@ def markdown(report: Report) -> str:
     status = "all budgets met" if report.passed else "BUDGET FAILED"
     lines += [f"**{status}** · {len(report.verdicts)} verdict(s) · created {report.created} · edgepack "
               f"{report.edgepack_version}", ""]
-    lines += [f"- Model: `{model.source}` ({model.kind}), {model.params:,} parameters, {model.macs:,} MACs, "
+    lines += [f"- Model: `{model.source}` ({model.kind}), {model.params:,} parameters, "
+              f"{f'{model.macs:,}' if model.macs >= 0 else 'unknown'} MACs, "
               f"input {' , '.join('x'.join(map(str, s)) for s in model.input_shapes)}, output taken: "
               f"`{model.output_taken}`"]
     where = {m.where + f", {m.threads} thread(s)" for m in report.measurements}

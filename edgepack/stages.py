@@ -44,37 +44,67 @@ def available_runtimes(names: Sequence[str]) -> list[Runtime]:
 def load(model_request: Any) -> tuple[Any, Any]:
     from edgepack.models.loader import load_model
 
-    return load_model(model_request)
+    with captured():
+        return load_model(model_request)
+
+
+class DataResolver:
+    """Resolves --calibration/--eval/--train specs against one model's input shape and its zoo dataset."""
+
+    def __init__(self, bundle: Any, zoo_entry: Any) -> None:
+        self.bundle = bundle
+        self.shape = bundle.provenance.input_shapes[0]
+        self.zoo_dataset = zoo_entry.dataset if zoo_entry else None
+        self._classes: Optional[int] = None
+
+    def get(self, spec: Optional[str], option: str, split: str) -> Optional[ArrayDataset]:
+        from edgepack.data.loaders import load_dataset
+
+        if not spec:
+            return None
+        if len(self.bundle.example_inputs) != 1:
+            raise UsageError(f"{option} supports single-input models only")
+        return load_dataset(spec, self.shape, option=option, split=split, zoo_dataset=self.zoo_dataset,
+                            preprocessing=dict(self.bundle.provenance.preprocessing))
+
+    def labelled(self, spec: Optional[str], option: str, split: str) -> Optional[ArrayDataset]:
+        from edgepack.data.loaders import check_labels
+
+        data = self.get(spec, option, split)
+        if data is not None:
+            check_labels(data, self.num_classes(), option)
+        return data
+
+    def num_classes(self) -> int:
+        if self._classes is None:
+            import torch
+
+            with torch.no_grad():
+                out = self.bundle.module(*self.bundle.example_inputs)
+            self._classes = int(np.prod(out.shape[1:]))
+        return self._classes
+
+
+def load_training_data(resolver: DataResolver, train_spec: Optional[str], eval_spec: Optional[str],
+                       passes: Sequence[Any]) -> tuple[Optional[ArrayDataset], Optional[ArrayDataset]]:
+    """(train, eval). Compression passes train on the zoo model's own training split unless --train says otherwise."""
+    if train_spec is None and passes and resolver.zoo_dataset:
+        train_spec = "zoo"
+    return resolver.labelled(train_spec, "--train", "train"), resolver.labelled(eval_spec, "--eval", "test")
 
 
 def load_data(request: Any, bundle: Any, zoo_entry: Any, target: Target, runtime_names: Sequence[str],
               precision: str, warnings: list[str]) -> BuildData:
-    from edgepack.data.loaders import check_labels, load_dataset, stratified_subset, synthetic
+    from edgepack.data.loaders import stratified_subset, synthetic
 
-    shape = bundle.provenance.input_shapes[0]
-    if len(bundle.example_inputs) != 1 and (request.calibration or request.eval or request.train):
-        raise UsageError("--calibration/--eval/--train support single-input models only")
-    zoo_dataset = zoo_entry.dataset if zoo_entry else None
-    prep = dict(bundle.provenance.preprocessing)
-
-    def resolve(spec: Optional[str], option: str, split: str) -> Optional[ArrayDataset]:
-        if not spec:
-            return None
-        return load_dataset(spec, shape, option=option, split=split, zoo_dataset=zoo_dataset, preprocessing=prep)
-
-    evaluation = resolve(request.eval, "--eval", "test")
-    train = resolve(request.train, "--train", "train")
-    num_classes = int(np.prod(bundle.module(*bundle.example_inputs).shape[1:]))
-    if evaluation is not None:
-        check_labels(evaluation, num_classes, "--eval")
-    if train is not None:
-        check_labels(train, num_classes, "--train")
+    resolver = DataResolver(bundle, zoo_entry)
+    train, evaluation = load_training_data(resolver, request.train, request.eval, request.passes)
     wanted = max(int(target.runtime(n).options.get("calibration_samples", 128)) for n in runtime_names)
-    calibration = resolve(request.calibration, "--calibration", "train")
-    if calibration is None and zoo_dataset:
-        calibration = resolve("zoo", "--calibration", "train")
+    calibration = resolver.get(request.calibration, "--calibration", "train")
+    if calibration is None and resolver.zoo_dataset:
+        calibration = resolver.get("zoo", "--calibration", "train")
     if calibration is None:
-        calibration = synthetic(shape, SYNTHETIC_CALIBRATION_SAMPLES)
+        calibration = synthetic(resolver.shape, SYNTHETIC_CALIBRATION_SAMPLES)
         if precision == "int8":
             warnings.append("no --calibration data: INT8 was calibrated on synthetic N(0,1) inputs, which can cost "
                             "accuracy; pass --calibration DATA (.npz or image folder) drawn from real inputs")
@@ -86,7 +116,8 @@ def load_data(request: Any, bundle: Any, zoo_entry: Any, target: Target, runtime
 def compress(bundle: Any, passes: Sequence[Any], data: BuildData) -> Any:
     from edgepack.compress import apply_passes
 
-    return apply_passes(bundle, list(passes), train=data.train, eval=data.eval)
+    with captured():
+        return apply_passes(bundle, list(passes), train=data.train, eval=data.eval)
 
 
 def export(runtime: Runtime, bundle: Any, precision: str, out_dir: Path, calibration: ArrayDataset,

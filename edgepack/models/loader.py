@@ -21,7 +21,7 @@ from edgepack.errors import UsageError, one_line
 from edgepack.models import zoo
 from edgepack.models.bundle import ModelBundle
 from edgepack.models.outputs import OutputSelector, describe_output
-from edgepack.records import Provenance
+from edgepack.records import PassRecord, Provenance
 from edgepack.recovery.train import set_eval
 
 
@@ -40,6 +40,7 @@ class _Loaded:
     kind: str
     name: str
     zoo_entry: Optional[zoo.ZooEntry] = None
+    passes: tuple[PassRecord, ...] = ()  # compression already applied (a .pt2 from `edgepack compress`)
 
 
 def load_model(request: ModelRequest) -> tuple[ModelBundle, Optional[zoo.ZooEntry]]:
@@ -58,6 +59,8 @@ def load_model(request: ModelRequest) -> tuple[ModelBundle, Optional[zoo.ZooEntr
     if selector != "tensor":
         module = set_eval(OutputSelector(module, selector))
     params, macs = count_params_and_macs(module, inputs)
+    if macs <= 0 and loaded.passes:
+        macs = loaded.passes[-1].macs_after  # an unlifted .pt2 hides its layers from the counter; its record knows
     entry = loaded.zoo_entry
     provenance = Provenance(
         source=request.spec,
@@ -67,6 +70,7 @@ def load_model(request: ModelRequest) -> tuple[ModelBundle, Optional[zoo.ZooEntr
         params=params,
         macs=macs,
         input_shapes=tuple(tuple(t.shape) for t in inputs),
+        passes=loaded.passes,
         preprocessing=dict(entry.preprocessing) if entry else {},
         labels=entry.labels if entry else (),
     )
@@ -82,7 +86,8 @@ def count_params_and_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -
         macs, _ = tp.utils.count_ops_and_params(module, inputs[0] if len(inputs) == 1 else inputs)
     except Exception:  # the counter traces with hooks; a model it cannot trace still has a parameter count
         macs = -1
-    return int(params), int(macs)
+    # -1: unknown (the counter hooks nn layers; an unlifted .pt2 calls aten ops directly and counts 0)
+    return int(params), int(macs) if macs > 0 else -1
 
 
 def _example_inputs(request: ModelRequest, loaded: _Loaded) -> tuple[torch.Tensor, ...]:
@@ -177,7 +182,24 @@ def _load_pt2(path: Path) -> _Loaded:
     except Exception as exc:
         raise UsageError(f"--model {path}: not a torch.export program ({one_line(exc)})") from None
     args = tuple(a for a in ep.example_inputs[0] if isinstance(a, torch.Tensor)) if ep.example_inputs else None
-    return _Loaded(ep.module(), args or None, "pt2", path.stem)
+    history = _compress_history(path)
+    entry = None
+    if history is not None and history.source.startswith("zoo:"):
+        entry = zoo.entry(history.source[4:])  # a compressed zoo model keeps its dataset, preprocessing and labels
+    return _Loaded(ep.module(), args or None, "pt2", path.stem, entry, history.passes if history else ())
+
+
+def _compress_history(path: Path) -> Optional[Provenance]:
+    """The provenance `edgepack compress` wrote beside a .pt2, if any."""
+    import json
+
+    sidecar = path.with_suffix(".json")
+    if not sidecar.is_file():
+        return None
+    try:
+        return Provenance.from_dict(json.loads(sidecar.read_text(encoding="utf-8")))
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 def _load_checkpoint(request: ModelRequest) -> _Loaded:
