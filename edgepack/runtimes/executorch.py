@@ -1,0 +1,328 @@
+"""ExecuTorch runtime: `.pte` programs lowered to the XNNPACK delegate (fp32, or PT2E static int8).
+
+What XNNPACK does not take runs on ExecuTorch's portable CPU kernels, which are much slower; the artifact records
+which ops those are and why the partitioner refused them (`details["delegation"]`), so a user sees it before shipping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
+
+from edgepack.errors import MissingDependency, ToolError, UsageError, one_line
+from edgepack.fileio import atomic_path, sha256_file
+from edgepack.records import Artifact, TensorSpec
+from edgepack.runtimes._fixed_batch import run_in_chunks
+from edgepack.runtimes._pt2e import calibration_count, export_program, quantize_static, rejection
+from edgepack.runtimes.base import ExportRequest, Session, missing_modules, package_versions
+
+if TYPE_CHECKING:
+    from edgepack.models.bundle import ModelBundle
+
+PRECISIONS = ("fp32", "int8")
+PARTITIONERS = ("xnnpack",)  # values of the target file's `partitioner:` that this runtime lowers to
+INT8_SCHEME = "PT2E XNNPACK, per-channel symmetric int8 weights, int8 activations (static)"
+FP32_SCHEME = "fp32, XNNPACK delegate"
+_XNNPACK_LOGGER = "executorch.backends.xnnpack"  # parent of the loggers WhyNoPartition writes to
+
+# ExecuTorch runtime error codes (runtime/core/error.h) that a user can act on.
+_LOAD_ERRORS = {
+    0x14: "the program uses an operator with no kernel in this ExecuTorch build (see details.delegation.kernels)",
+    0x20: "the file or method was not found",
+    0x23: "the file is not a valid ExecuTorch program",
+    0x30: "the program was lowered for a delegate version this runtime does not support",
+}
+
+
+class ExecuTorchRuntime:
+    name: ClassVar[str] = "executorch"
+    file_format: ClassVar[str] = "pte"
+    extra: ClassVar[str] = "executorch"
+    modules: ClassVar[tuple[str, ...]] = ("executorch", "torchao")
+
+    def missing(self) -> list[str]:
+        return missing_modules(self.modules, self.extra)
+
+    def versions(self) -> dict[str, str]:
+        return package_versions("executorch", "torchao", "torch")
+
+    def import_runtime(self) -> None:
+        import executorch.extension.pybindings.portable_lib
+        import executorch.runtime  # noqa: F401
+
+    # ---------------------------------------------------------------- export
+
+    def export(self, bundle: "ModelBundle", request: ExportRequest) -> Artifact:
+        if request.precision not in PRECISIONS:
+            raise UsageError(f"executorch cannot export precision {request.precision!r}; choose one of "
+                             f"{', '.join(PRECISIONS)}")
+        partitioner = request.options.get("partitioner", "xnnpack")
+        if partitioner not in PARTITIONERS:
+            raise UsageError(f"executorch partitioner {partitioner!r} is not supported; "
+                             f"known: {', '.join(PARTITIONERS)}")
+        reasons = self.missing()
+        if reasons:
+            raise MissingDependency(f"executorch runtime unavailable: {'; '.join(reasons)}")
+
+        if request.precision == "int8":
+            program = self._quantized_program(bundle, request)
+            samples = calibration_count(bundle, request.calibration)
+            scheme = f"{INT8_SCHEME}, {samples} calibration samples"
+            parent = request.parent.name if request.parent is not None else "eager"
+        else:
+            program = export_program(bundle, self.name)
+            scheme, parent = FP32_SCHEME, "eager"
+
+        lowered, delegation = _lower(program)
+        try:
+            executorch_program = lowered.to_executorch()
+        except Exception as exc:  # e.g. "Missing out variants: {'mylib::op'}" for a custom op
+            raise rejection(self.name, "to_executorch", exc) from exc
+        kernels = _kernels(executorch_program)
+        delegation["kernels"] = kernels
+        delegation["kernels_missing_on_host"] = _missing_on_host(kernels)
+
+        final = Path(request.out_dir) / f"{bundle.name}-{request.precision}.pte"
+        with atomic_path(final) as tmp, open(tmp, "wb") as fh:
+            executorch_program.write_to_file(fh)
+
+        return Artifact(
+            name=f"{self.name}-{request.precision}",
+            path=str(final),
+            format=self.file_format,
+            runtime=self.name,
+            precision=request.precision,
+            size_bytes=final.stat().st_size,
+            sha256=sha256_file(final),
+            inputs=_input_specs(bundle),
+            outputs=_output_specs(program),
+            parent=parent,
+            scheme=scheme,
+            details={"delegation": delegation},
+            notes=_notes(delegation),
+        )
+
+    def _quantized_program(self, bundle: "ModelBundle", request: ExportRequest) -> Any:
+        import torch
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+
+        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        converted = quantize_static(bundle, quantizer, request.calibration, self.name)
+        try:
+            return torch.export.export(converted, tuple(bundle.example_inputs))
+        except Exception as exc:
+            raise rejection(self.name, "torch.export of the quantized graph", exc) from exc
+
+    # ------------------------------------------------------------------ load
+
+    def load(self, path: Path, threads: int) -> Session:
+        if threads < 1:
+            raise UsageError(f"threads must be at least 1, got {threads}")
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"no ExecuTorch program at {path}")
+        import numpy as np
+        import torch
+        from executorch.extension.pybindings.portable_lib import (
+            _threadpool_get_thread_count,
+            _unsafe_reset_threadpool,
+        )
+        from executorch.runtime import Runtime
+
+        # Private API, but the only way to size the threadpool XNNPACK and the portable kernels share. Reset only
+        # when the size changes: each reset tears the pool down and logs a line to stderr.
+        if _threadpool_get_thread_count() != threads:
+            _unsafe_reset_threadpool(threads)
+        try:
+            method = Runtime.get().load_program(path).load_method("forward")
+        except RuntimeError as exc:
+            raise ToolError(f"executorch could not load {path.name}: {_explain_load_error(exc)}") from exc
+        meta = method.metadata
+        shapes = [tuple(meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())]
+
+        def run_one(arrays: list[np.ndarray]) -> list[np.ndarray]:
+            outputs = method.execute([torch.from_numpy(a) for a in arrays])
+            return [np.array(o.detach().numpy(), dtype=np.float32) for o in outputs]
+
+        def session(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+            return run_in_chunks(run_one, inputs, shapes, f"{path.name}")
+
+        return session
+
+
+# -------------------------------------------------------------------- lowering and delegation report
+
+
+def _lower(program: Any) -> tuple[Any, dict[str, Any]]:
+    """Lower to XNNPACK, capturing the partitioner's WhyNoPartition reasons; return (edge manager, delegation)."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    partitioner = XnnpackPartitioner()
+    with _why_no_partition() as why:
+        try:
+            lowered = to_edge_transform_and_lower(program, partitioner=[partitioner])
+        except Exception as exc:
+            raise rejection("executorch", "lowering to XNNPACK", exc) from exc
+    graph = lowered.exported_program().graph_module
+    return lowered, _delegation(graph, set(partitioner.target_partitioner_configs), why)
+
+
+@contextlib.contextmanager
+def _why_no_partition() -> Iterator[dict[str, list[str]]]:
+    """Collect {node name: [reasons]} from the XNNPACK partitioner's WhyNoPartition debug records.
+
+    ExecuTorch only logs these at DEBUG level. The logger is switched to DEBUG for the duration and stops propagating,
+    so the debug lines do not reach the user's console; warnings and errors are passed on unchanged.
+    """
+    reasons: dict[str, list[str]] = {}
+    logger = logging.getLogger(_XNNPACK_LOGGER)
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            node, reason = getattr(record.msg, "node", None), getattr(record.msg, "reason", None)
+            if node is not None and reason:
+                seen = reasons.setdefault(str(node.name), [])
+                if reason not in seen:
+                    seen.append(str(reason))
+            elif record.levelno >= logging.WARNING and logger.parent is not None:
+                logger.parent.handle(record)
+
+    handler = _Collect(logging.DEBUG)
+    saved = (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield reasons
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+def _op_name(target: Any) -> str:
+    return str(getattr(target, "__name__", target))
+
+
+def _is_plumbing(node: Any) -> bool:
+    """getitem and the delegate call move tensors; they are not work a backend could take."""
+    import operator
+
+    return node.target is operator.getitem or _op_name(node.target) == "executorch_call_delegate"
+
+
+def _delegation(graph: Any, configured: set[str], why: dict[str, list[str]]) -> dict[str, Any]:
+    """Count delegated vs portable ops by operator, from the lowered graph and its lowered submodules.
+
+    Counted directly rather than with devtools' get_delegation_info, which names ops by node name and counts
+    getitem plumbing as a non-delegated op.
+    """
+    from executorch.exir.backend.canonical_partitioners.config_partitioner import format_target_name
+    from executorch.exir.lowered_backend_module import LoweredBackendModule
+
+    delegated: Counter[str] = Counter()
+    portable: Counter[str] = Counter()
+    portable_reasons: dict[str, list[str]] = {}
+    subgraphs, backends = 0, set()
+    for node in graph.graph.nodes:
+        if node.op == "get_attr" and isinstance(getattr(graph, str(node.target), None), LoweredBackendModule):
+            lowered = getattr(graph, str(node.target))
+            subgraphs += 1
+            backends.add(lowered.backend_id)
+            for inner in lowered.original_module.graph.nodes:
+                if inner.op == "call_function" and not _is_plumbing(inner):
+                    delegated[_op_name(inner.target)] += 1
+        elif node.op == "call_function" and not _is_plumbing(node):
+            op = _op_name(node.target)
+            portable[op] += 1
+            if node.name in why:
+                found = why[node.name]
+            elif format_target_name(op) not in configured:
+                found = ["XNNPACK has no partitioner config for this operator"]
+            else:
+                found = ["left outside the XNNPACK partition (the partitioner logged no reason)"]
+            merged = portable_reasons.setdefault(op, [])
+            merged.extend(r for r in found if r not in merged)
+    return {
+        "backend": ", ".join(sorted(backends)) or "XnnpackBackend",
+        "subgraphs": subgraphs,
+        "delegated_nodes": sum(delegated.values()),
+        "total_nodes": sum(delegated.values()) + sum(portable.values()),
+        "delegated_ops": dict(sorted(delegated.items())),
+        "portable_ops": [
+            {"op": op, "count": count, "reason": "; ".join(portable_reasons[op])}
+            for op, count in sorted(portable.items())
+        ],
+    }
+
+
+def _kernels(executorch_program: Any) -> list[str]:
+    """Operator kernels the program calls outside delegates, as the runtime names them ("aten::cumsum.out")."""
+    names = []
+    for plan in executorch_program.executorch_program.execution_plan:
+        for op in plan.operators:
+            name = f"{op.name}.{op.overload}" if op.overload else op.name
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _missing_on_host(kernels: list[str]) -> list[str]:
+    """Kernels the host ExecuTorch build lacks: such a program exports but fails to load (OperatorMissing)."""
+    from executorch.runtime import Runtime
+
+    available = Runtime.get().operator_registry.operator_names
+    return [k for k in kernels if k not in available]
+
+
+def _notes(delegation: dict[str, Any]) -> tuple[str, ...]:
+    notes = []
+    if delegation["portable_ops"]:
+        ops = ", ".join(f"{p['op']} x{p['count']}" for p in delegation["portable_ops"])
+        notes.append(f"not delegated to XNNPACK (portable CPU kernels): {ops}")
+    if delegation["kernels_missing_on_host"]:
+        notes.append("no kernel in the host ExecuTorch build for: " + ", ".join(delegation["kernels_missing_on_host"]))
+    return tuple(notes)
+
+
+# -------------------------------------------------------------------- tensor specs and helpers
+
+
+def _dtype_name(dtype: Any) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _input_specs(bundle: "ModelBundle") -> tuple[TensorSpec, ...]:
+    names = list(bundle.input_names)
+    return tuple(
+        TensorSpec(names[i] if i < len(names) else f"input_{i}", tuple(int(d) for d in x.shape), _dtype_name(x.dtype))
+        for i, x in enumerate(bundle.example_inputs)
+    )
+
+
+def _output_specs(program: Any) -> tuple[TensorSpec, ...]:
+    """Output shapes from the exported graph's metadata, so export does not run the model again."""
+    output_node = program.graph.output_node()
+    values = [getattr(n, "meta", {}).get("val") for n in output_node.args[0]]
+    specs = []
+    for i, value in enumerate(values):
+        name = "output" if len(values) == 1 else f"output_{i}"
+        shape = tuple(int(d) for d in value.shape) if value is not None else ()
+        specs.append(TensorSpec(name, shape, _dtype_name(value.dtype) if value is not None else "unknown"))
+    return tuple(specs)
+
+
+def _explain_load_error(exc: BaseException) -> str:
+    text = one_line(exc)
+    match = re.search(r"error:\s*0x:?([0-9a-fA-F]+)", text)
+    if match and int(match.group(1), 16) in _LOAD_ERRORS:
+        return f"{text} ({_LOAD_ERRORS[int(match.group(1), 16)]})"
+    return text

@@ -1,0 +1,138 @@
+"""LiteRT runtime: real litert-torch conversions (fp32 and PT2E static int8), run with ai-edge-litert's Interpreter."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgepack.errors import MissingDependency, ToolError, UsageError
+from edgepack.fileio import sha256_file
+from edgepack.records import Artifact
+from edgepack.runtimes import get_runtime
+from edgepack.runtimes.base import ExportRequest
+
+pytestmark = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("litert_torch", "ai_edge_litert")),
+    reason="litert extra not installed",
+)
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    return get_runtime("litert")
+
+
+@pytest.fixture(scope="module")
+def digits_artifacts(runtime, digits_bundle, calibration, tmp_path_factory) -> dict[str, Artifact]:
+    out = tmp_path_factory.mktemp("litert-digits")
+    fp32 = runtime.export(digits_bundle, ExportRequest("fp32", out))
+    int8 = runtime.export(digits_bundle, ExportRequest("int8", out, calibration=calibration, parent=fp32))
+    return {"fp32": fp32, "int8": int8}
+
+
+@pytest.mark.slow
+def test_fp32_matches_eager_on_held_out_digits(runtime, digits_artifacts, digits_bundle, digits_split, eager):
+    test = digits_split[1]
+    out = runtime.load(Path(digits_artifacts["fp32"].path), threads=1)([test.inputs])[0]
+    ref = eager(digits_bundle, test.inputs)
+    assert out.shape == ref.shape and out.dtype == np.float32
+    assert np.abs(out - ref).max() < 1e-3
+
+
+@pytest.mark.slow
+def test_int8_takes_int8_io_but_callers_compare_floats(runtime, digits_artifacts, digits_bundle, digits_split,
+                                                      eager):
+    artifact = digits_artifacts["int8"]
+    (spec,) = artifact.inputs
+    assert spec.dtype == "int8" and spec.scale and spec.scale > 0 and spec.zero_point is not None
+    assert artifact.outputs[0].dtype == "int8" and artifact.outputs[0].scale
+    test = digits_split[1]
+    int8 = runtime.load(Path(artifact.path), 1)([test.inputs])[0]
+    fp32 = runtime.load(Path(digits_artifacts["fp32"].path), 1)([test.inputs])[0]
+    ref = eager(digits_bundle, test.inputs)
+    assert int8.dtype == np.float32
+    assert (int8.argmax(1) == ref.argmax(1)).mean() >= 0.95
+    acc_fp32 = (fp32.argmax(1) == test.labels).mean()
+    acc_int8 = (int8.argmax(1) == test.labels).mean()
+    assert acc_fp32 > 0.95 and acc_int8 >= acc_fp32 - 0.02
+
+
+@pytest.mark.slow
+def test_artifact_record_and_op_details(digits_artifacts, digits_bundle):
+    for precision, artifact in digits_artifacts.items():
+        path = Path(artifact.path)
+        assert path.name == f"{digits_bundle.name}-{precision}.tflite" and artifact.format == "tflite"
+        assert artifact.size_bytes == path.stat().st_size and artifact.sha256 == sha256_file(path)
+        assert artifact.inputs[0].name == "input" and artifact.inputs[0].shape == (1, 1, 8, 8)
+        assert artifact.details["ops"]["CONV_2D"] >= 2 and "FULLY_CONNECTED" in artifact.details["ops"]
+        assert "DELEGATE" not in artifact.details["ops"]
+        assert not list(path.parent.glob("*.partial"))
+        assert Artifact.from_dict(artifact.to_dict()) == artifact
+    int8 = digits_artifacts["int8"]
+    assert int8.details["float_ops"] == {} and int8.details["io_dtypes"] == {"inputs": ["int8"], "outputs": ["int8"]}
+    assert int8.parent == "litert-fp32" and digits_artifacts["fp32"].parent == "eager"
+    assert "per-channel" in int8.scheme
+
+
+@pytest.mark.slow
+def test_int8_file_is_under_a_third_of_fp32(runtime, wide_bundle, calibration, tmp_path):
+    fp32 = runtime.export(wide_bundle, ExportRequest("fp32", tmp_path))
+    int8 = runtime.export(wide_bundle, ExportRequest("int8", tmp_path, calibration=calibration))
+    assert int8.size_bytes < fp32.size_bytes / 3
+
+
+@pytest.mark.slow
+def test_transformer_int8_reports_ops_left_on_float_kernels(runtime, transformer_bundle, token_data, tmp_path,
+                                                           eager):
+    calib, evaluation = token_data
+    artifact = runtime.export(transformer_bundle, ExportRequest("int8", tmp_path, calibration=calib))
+    float_ops = artifact.details["float_ops"]
+    assert float_ops, "layer norm and softmax stay in float in a static int8 transformer"
+    assert artifact.details["quantize_conversions"].get("QUANTIZE", 0) >= 1
+    assert any("float kernels" in note for note in artifact.notes)
+    out = runtime.load(Path(artifact.path), 1)([evaluation.inputs])[0]
+    ref = eager(transformer_bundle, evaluation.inputs)
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.9  # random weights: logits are close together
+
+
+def test_model_the_converter_rejects_is_a_usage_error_and_leaves_no_file(runtime, custom_op_bundle, tmp_path):
+    with pytest.raises(UsageError) as info:
+        runtime.export(custom_op_bundle, ExportRequest("fp32", tmp_path))
+    message = str(info.value)
+    assert "operator edgepack_test.clamp_unit.default" in message and "\n" not in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_without_calibration_data_is_refused(runtime, digits_bundle, tmp_path):
+    with pytest.raises(UsageError, match="calibration"):
+        runtime.export(digits_bundle, ExportRequest("int8", tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_errors(runtime, tmp_path):
+    with pytest.raises(UsageError, match="no .tflite file"):
+        runtime.load(tmp_path / "absent.tflite", 1)
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(ToolError, match="could not load junk.tflite"):
+        runtime.load(junk, 1)
+
+
+def test_never_imports_tensorflow():
+    """Conversion and the interpreter both come without TensorFlow; checked in a fresh interpreter."""
+    code = ("import sys, litert_torch, ai_edge_litert.interpreter, edgepack.runtimes.litert; "
+            "sys.exit(1 if 'tensorflow' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, check=False).returncode == 0
+
+
+def test_missing_names_the_extra(runtime, monkeypatch):
+    assert runtime.missing() == []
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert all("edgepack[litert]" in r for r in runtime.missing())
+    with pytest.raises(MissingDependency):
+        runtime.export(object(), ExportRequest("fp32", Path(".")))
