@@ -12,11 +12,9 @@ INT8 is calibrated on the digits train split for digits-cnn and on 64 N(0,1) inp
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -26,19 +24,10 @@ from edgepack.models.loader import ModelRequest, load_model
 from edgepack.runtimes import get_runtime
 from edgepack.runtimes.base import ExportRequest
 
+from _timing import time_p50  # benchmarks/ is on sys.path when a script runs
+
 DEFAULT_MODELS = "digits-cnn,resnet18-cifar,mobilenetv2-cifar,vit-tiny"
 RUNTIMES = ("executorch", "litert")
-
-
-def time_p50(fn: Callable[[], object], runs: int, warmup: int = 10) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(samples)
 
 
 def calibration_for(name: str, shape: tuple[int, ...]) -> ArrayDataset:

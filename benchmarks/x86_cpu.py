@@ -12,12 +12,9 @@ Targets (issue #2): edgepack INT8 p50 <= 1.05 x hand-tuned p50; >= 5x faster tha
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -25,16 +22,7 @@ import torch
 from edgepack.cli import cli
 from edgepack.runtimes.onnxruntime import OnnxRuntime
 
-
-def time_p50(fn: Callable[[], object], runs: int, warmup: int = 20) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(samples)
+from _timing import time_p50  # benchmarks/ is on sys.path when a script runs
 
 
 def hand_tuned_int8(fp32: Path, out: Path, calibration: np.ndarray) -> Path:

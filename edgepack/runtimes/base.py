@@ -52,6 +52,20 @@ class Runtime(Protocol):
         """Versions of the libraries this runtime uses."""
 
 
+PRECISIONS = ("fp32", "int8")
+
+
+def check_export_request(runtime: "Runtime", precision: str) -> None:
+    """Refuse a precision the runtime cannot build, or a runtime whose libraries are not installed."""
+    from edgepack.errors import MissingDependency, UsageError
+
+    if precision not in PRECISIONS:
+        raise UsageError(f"{runtime.name} cannot export precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    reasons = runtime.missing()
+    if reasons:
+        raise MissingDependency(f"{runtime.name} runtime unavailable: {'; '.join(reasons)}")
+
+
 def missing_modules(modules: Sequence[str], extra: str) -> list[str]:
     """Reasons for each python module that is not importable, naming the extra that installs it."""
     return [

@@ -13,17 +13,16 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
 
-from edgepack.errors import MissingDependency, ToolError, UsageError, one_line
+from edgepack.errors import ToolError, UsageError, one_line
 from edgepack.fileio import atomic_path, sha256_file
 from edgepack.records import Artifact, TensorSpec
 from edgepack.runtimes._fixed_batch import run_in_chunks
 from edgepack.runtimes._pt2e import calibration_count, export_program, quantize_static, rejection
-from edgepack.runtimes.base import ExportRequest, Session, missing_modules, package_versions
+from edgepack.runtimes.base import ExportRequest, Session, check_export_request, missing_modules, package_versions
 
 if TYPE_CHECKING:
     from edgepack.models.bundle import ModelBundle
 
-PRECISIONS = ("fp32", "int8")
 PARTITIONERS = ("xnnpack",)  # values of the target file's `partitioner:` that this runtime lowers to
 INT8_SCHEME = "PT2E XNNPACK, per-channel symmetric int8 weights, int8 activations (static)"
 FP32_SCHEME = "fp32, XNNPACK delegate"
@@ -57,16 +56,11 @@ class ExecuTorchRuntime:
     # ---------------------------------------------------------------- export
 
     def export(self, bundle: "ModelBundle", request: ExportRequest) -> Artifact:
-        if request.precision not in PRECISIONS:
-            raise UsageError(f"executorch cannot export precision {request.precision!r}; choose one of "
-                             f"{', '.join(PRECISIONS)}")
         partitioner = request.options.get("partitioner", "xnnpack")
         if partitioner not in PARTITIONERS:
             raise UsageError(f"executorch partitioner {partitioner!r} is not supported; "
                              f"known: {', '.join(PARTITIONERS)}")
-        reasons = self.missing()
-        if reasons:
-            raise MissingDependency(f"executorch runtime unavailable: {'; '.join(reasons)}")
+        check_export_request(self, request.precision)
 
         if request.precision == "int8":
             program = self._quantized_program(bundle, request)

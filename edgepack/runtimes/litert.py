@@ -12,19 +12,18 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
 
-from edgepack.errors import MissingDependency, ToolError, UsageError, one_line
+from edgepack.errors import ToolError, UsageError, one_line
 from edgepack.fileio import atomic_path, sha256_file
 from edgepack.records import Artifact, TensorSpec
 from edgepack.runtimes._fixed_batch import run_in_chunks
 from edgepack.runtimes._pt2e import calibration_count, quantize_static, rejection
-from edgepack.runtimes.base import ExportRequest, Session, missing_modules, package_versions
+from edgepack.runtimes.base import ExportRequest, Session, check_export_request, missing_modules, package_versions
 
 if TYPE_CHECKING:
     import numpy as np
 
     from edgepack.models.bundle import ModelBundle
 
-PRECISIONS = ("fp32", "int8")
 INT8_SCHEME = "litert-torch PT2E static, per-channel symmetric int8 weights, int8 activations, int8 I/O"
 FP32_SCHEME = "fp32 (XNNPACK delegate applied by the interpreter at load)"
 _CONVERSION_OPS = ("QUANTIZE", "DEQUANTIZE")
@@ -50,12 +49,7 @@ class LiteRTRuntime:
     # ---------------------------------------------------------------- export
 
     def export(self, bundle: "ModelBundle", request: ExportRequest) -> Artifact:
-        if request.precision not in PRECISIONS:
-            raise UsageError(f"litert cannot export precision {request.precision!r}; choose one of "
-                             f"{', '.join(PRECISIONS)}")
-        reasons = self.missing()
-        if reasons:
-            raise MissingDependency(f"litert runtime unavailable: {'; '.join(reasons)}")
+        check_export_request(self, request.precision)
 
         if request.precision == "int8":
             converted = self._convert_int8(bundle, request)

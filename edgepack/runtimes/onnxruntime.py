@@ -12,6 +12,7 @@ import numpy as np
 from edgepack.errors import ToolError, UsageError, one_line
 from edgepack.fileio import atomic_path, sha256_file
 from edgepack.records import Artifact, TensorSpec
+from edgepack.runtimes._fixed_batch import run_in_chunks
 from edgepack.runtimes.base import ExportRequest, Session, missing_modules, package_versions
 
 SIMPLIFY_TOLERANCE = 1e-4  # max abs diff (relative to output scale) under which a simplified graph is kept
@@ -128,25 +129,18 @@ class OnnxRuntime:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
-        fixed = session.get_inputs()[0].shape[0]
-        fixed = fixed if isinstance(fixed, int) else None
+        shapes = [tuple(i.shape) for i in session.get_inputs()]
+        dynamic = not isinstance(shapes[0][0], int)
+
+        def run_once(feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
+            arrays = [np.ascontiguousarray(x, dtype=np.float32) for x in feeds]
+            return session.run(None, dict(zip(names, arrays)))
 
         def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-            feeds = [np.ascontiguousarray(x, dtype=np.float32) for x in inputs]
-            return run_in_chunks(lambda chunk: session.run(None, dict(zip(names, chunk))), feeds, fixed)
+            # a dynamic-batch graph takes any N at once; a fixed one runs in chunks of its batch
+            return run_once(inputs) if dynamic else run_in_chunks(run_once, inputs, shapes, path.name)
 
         return run
-
-
-def run_in_chunks(run_once: Any, inputs: list[np.ndarray], fixed_batch: Optional[int]) -> list[np.ndarray]:
-    """Run a fixed-batch artifact over N samples by slicing the batch axis (N must divide by the fixed batch)."""
-    n = len(inputs[0])
-    if not fixed_batch or fixed_batch == n:
-        return [np.asarray(o) for o in run_once(inputs)]
-    if n % fixed_batch:
-        raise UsageError(f"{n} samples do not divide into the artifact's fixed batch of {fixed_batch}")
-    parts = [run_once([x[i:i + fixed_batch] for x in inputs]) for i in range(0, n, fixed_batch)]
-    return [np.concatenate([np.asarray(p[k]) for p in parts]) for k in range(len(parts[0]))]
 
 
 def _export_onnx(bundle: Any, path: Path, notes: list[str]) -> bool:
