@@ -167,6 +167,9 @@ class RichProgress:
 @click.option("--max-accuracy-drop", metavar="PP", help=BUDGET_HELP["accuracy"])
 @click.option("--require-full-delegation", is_flag=True, help="Fail (exit 3) if any op of an ExecuTorch artifact "
               "stays outside the XNNPACK delegate.")
+@click.option("--qat", "qat_epochs", type=int, metavar="EPOCHS", help="Quantization-aware training (PT2E) for the "
+              "ONNX Runtime and ExecuTorch int8 artifacts, on --train data; the post-training int8 artifact is kept "
+              "beside it for comparison.")
 @click.option("--bundle/--no-bundle", "bundle", default=None, help="Write the mobile-ready bundle/ and bundle.zip "
               "(default: the target's setting; on for android-arm64).")
 @click.option("--calibration", metavar="DATA", help="INT8 calibration data: .npz (x[, y]), an image folder, or zoo. "
@@ -187,7 +190,7 @@ class RichProgress:
 def build(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str], target: str,
           runtimes: tuple[str, ...], precision: Optional[str], size_budget: Optional[str], max_latency: Optional[str],
           latency_stat: Optional[str], max_memory: Optional[str], max_accuracy_drop: Optional[str],
-          require_full_delegation: bool, bundle: Optional[bool], calibration: Optional[str], eval_data: Optional[str],
+          require_full_delegation: bool, qat_epochs: Optional[int], bundle: Optional[bool], calibration: Optional[str], eval_data: Optional[str],
           device: Optional[str], runners: tuple[str, ...], threads: Optional[int], runs: Optional[int],
           out: Optional[Path], as_json: bool, quiet: bool, **compression: Any) -> None:
     """Compress, export, quantize, verify, measure and budget-gate a model for a target."""
@@ -203,7 +206,7 @@ def build(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input
         runtimes=runtime_list, precision=precision, calibration=calibration, eval=eval_data,
         train=compression.get("train"), threads=threads, runs=runs, out=out, budgets=tuple(budgets),
         passes=_pass_configs(compression), require_full_delegation=require_full_delegation, bundle=bundle,
-        device=device, runners=tuple(_runner_pairs(runners)),
+        device=device, runners=tuple(_runner_pairs(runners)), qat_epochs=qat_epochs,
     )
     report = run_build(request, RichProgress(quiet))
     _print_report(report, as_json, quiet)

@@ -25,7 +25,7 @@ def compress_model(model_request: Any, passes: Sequence[Any], train_spec: Option
         bundle, zoo_entry = stages.load(model_request)
     with progress.stage("loading data"):
         train, evaluation = stages.load_training_data(stages.DataResolver(bundle, zoo_entry), train_spec, eval_spec,
-                                                      passes)
+                                                      needs_training=True)
     with progress.stage(f"compressing ({len(passes)} pass(es))"), captured():
         compressed = apply_passes(bundle, list(passes), train=train, eval=evaluation)
     with progress.stage(f"saving {out.name}"), captured():

@@ -52,6 +52,7 @@ class BuildRequest:
     bundle: Optional[bool] = None  # None: the target's setting
     device: Optional[str] = None  # "host", "adb" or "adb:SERIAL"; None: the target's
     runners: tuple[tuple[str, str], ...] = ()  # (runtime, path of its arm64 runner binary) for device measurements
+    qat_epochs: Optional[int] = None  # quantization-aware training instead of calibration only
 
 
 def resolve_runtimes(target: Target, requested: Optional[Sequence[str]]) -> list[str]:
@@ -113,6 +114,7 @@ def build(request: BuildRequest, progress: Optional[Progress] = None) -> Report:
     if request.passes:
         with progress.stage(f"compressing ({len(request.passes)} pass(es))"):
             bundle = stages.compress(bundle, request.passes, data)
+    qat = stages.qat_request(request.qat_epochs, precision, data)
 
     threads = measurer.threads
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -128,16 +130,17 @@ def build(request: BuildRequest, progress: Optional[Progress] = None) -> Report:
                 accuracy.append(stages.eager_accuracy(bundle, data.eval))
         for runtime in runtimes:
             settings = target.runtime(runtime.name)
-            precisions = ["fp32"] + (["int8"] if precision == "int8" else [])
+            plans = stages.export_plans(runtime.name, precision, qat, warnings)
             previous: Optional[Artifact] = None
-            for prec in precisions:
-                with progress.stage(f"{runtime.name}: exporting {prec}"):
+            for prec, plan_qat in plans:
+                with progress.stage(f"{runtime.name}: exporting {prec}{' with QAT' if plan_qat else ''}"):
                     artifact = stages.export(runtime, bundle, prec, staging, data.calibration, settings.options,
-                                             previous)
+                                             previous, plan_qat)
                 artifacts.append(artifact)
-                if prec == precision:
-                    shipping.append(artifact.name)
                 previous = artifact
+            # the last plan ships: int8-qat over int8 (PTQ, kept as reference), int8 over fp32
+            shipping.append(artifacts[-1].name)
+            for artifact in artifacts[-len(plans):]:
                 with progress.stage(f"{artifact.name}: parity against eager"):
                     session = stages.open_session(runtime, artifact, threads)
                     parity.append(stages.parity(artifact.name, session, bundle, data.parity))

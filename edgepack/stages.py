@@ -17,7 +17,7 @@ from edgepack.errors import MissingDependency, UsageError
 from edgepack.quiet import captured
 from edgepack.records import Accuracy, Artifact, Measurement, Parity, Report
 from edgepack.runtimes import get_runtime
-from edgepack.runtimes.base import ExportRequest, Runtime, Session
+from edgepack.runtimes.base import QAT_RUNTIMES, ExportRequest, QatRequest, Runtime, Session
 
 PARITY_SAMPLES = 256
 DEVICE_RUNTIMES = ("executorch", "litert")  # runtimes whose runners edgepack drives over adb
@@ -86,9 +86,9 @@ class DataResolver:
 
 
 def load_training_data(resolver: DataResolver, train_spec: Optional[str], eval_spec: Optional[str],
-                       passes: Sequence[Any]) -> tuple[Optional[ArrayDataset], Optional[ArrayDataset]]:
-    """(train, eval). Compression passes train on the zoo model's own training split unless --train says otherwise."""
-    if train_spec is None and passes and resolver.zoo_dataset:
+                       needs_training: bool) -> tuple[Optional[ArrayDataset], Optional[ArrayDataset]]:
+    """(train, eval). Passes and QAT train on the zoo model's own training split unless --train says otherwise."""
+    if train_spec is None and needs_training and resolver.zoo_dataset:
         train_spec = "zoo"
     return resolver.labelled(train_spec, "--train", "train"), resolver.labelled(eval_spec, "--eval", "test")
 
@@ -98,7 +98,8 @@ def load_data(request: Any, bundle: Any, zoo_entry: Any, target: Target, runtime
     from edgepack.data.loaders import stratified_subset, synthetic
 
     resolver = DataResolver(bundle, zoo_entry)
-    train, evaluation = load_training_data(resolver, request.train, request.eval, request.passes)
+    needs_training = bool(request.passes) or request.qat_epochs is not None
+    train, evaluation = load_training_data(resolver, request.train, request.eval, needs_training)
     wanted = max(int(target.runtime(n).options.get("calibration_samples", 128)) for n in runtime_names)
     calibration = resolver.get(request.calibration, "--calibration", "train")
     if calibration is None and resolver.zoo_dataset:
@@ -120,14 +121,40 @@ def compress(bundle: Any, passes: Sequence[Any], data: BuildData) -> Any:
         return apply_passes(bundle, list(passes), train=data.train, eval=data.eval)
 
 
+def qat_request(epochs: Optional[int], precision: str, data: BuildData) -> Optional[QatRequest]:
+    if epochs is None:
+        return None
+    if epochs < 1:
+        raise UsageError(f"--qat {epochs}: use 1 or more epochs")
+    if precision != "int8":
+        raise UsageError("--qat trains an int8 model; drop --precision fp32")
+    if data.train is None:
+        raise UsageError("--qat needs labelled training data: --train DATA (zoo models use their own split)")
+    return QatRequest(data.train, epochs)
+
+
+def export_plans(runtime_name: str, precision: str, qat: Optional[QatRequest],
+                 warnings: list[str]) -> list[tuple[str, Optional[QatRequest]]]:
+    """(precision, qat) per artifact to build, in order; the last one ships."""
+    plans: list[tuple[str, Optional[QatRequest]]] = [("fp32", None)]
+    if precision == "int8":
+        plans.append(("int8", None))
+        if qat is not None and runtime_name in QAT_RUNTIMES:
+            plans.append(("int8", qat))
+        elif qat is not None:
+            warnings.append(f"{runtime_name} has no quantization-aware training path here; its int8 artifact is "
+                            f"post-training quantized (QAT runs for {', '.join(QAT_RUNTIMES)})")
+    return plans
+
+
 def export(runtime: Runtime, bundle: Any, precision: str, out_dir: Path, calibration: ArrayDataset,
-           options: dict[str, Any], parent: Optional[Artifact]) -> Artifact:
+           options: dict[str, Any], parent: Optional[Artifact], qat: Optional[QatRequest] = None) -> Artifact:
     import logging
 
     # the exporters log registry chatter (e.g. absent torchvision ops) at warning level; it is not the user's concern
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     request = ExportRequest(precision=precision, out_dir=out_dir, calibration=calibration, options=options,
-                            parent=parent)
+                            parent=parent, qat=qat)
     with captured():
         return runtime.export(bundle, request)
 

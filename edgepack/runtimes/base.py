@@ -20,6 +20,16 @@ Session = Callable[[Sequence["np.ndarray"]], list["np.ndarray"]]
 
 
 @dataclass(frozen=True)
+class QatRequest:
+    """Quantization-aware training instead of post-training calibration (`--qat EPOCHS`)."""
+
+    train: "ArrayDataset"
+    epochs: int
+    lr: float = 1e-4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class ExportRequest:
     """What the pipeline asks a runtime to produce."""
 
@@ -28,6 +38,12 @@ class ExportRequest:
     calibration: Optional["ArrayDataset"] = None
     options: dict[str, Any] = field(default_factory=dict)  # the target file's per-runtime settings
     parent: Optional["Artifact"] = None  # the fp32 artifact an int8 one derives from, when the runtime uses it
+    qat: Optional[QatRequest] = None  # int8 only: train with fake quantization instead of calibrating
+
+    @property
+    def tag(self) -> str:
+        """What names the artifact besides model and runtime: "fp32", "int8", "int8-qat"."""
+        return self.precision + ("-qat" if self.qat else "")
 
 
 class Runtime(Protocol):
@@ -55,10 +71,16 @@ class Runtime(Protocol):
 PRECISIONS = ("fp32", "int8")
 
 
-def check_export_request(runtime: "Runtime", precision: str) -> None:
+QAT_RUNTIMES = ("executorch", "onnxruntime")  # runtimes with a PT2E quantization-aware training path
+
+
+def check_export_request(runtime: "Runtime", precision: str, qat: Optional[QatRequest] = None) -> None:
     """Refuse a precision the runtime cannot build, or a runtime whose libraries are not installed."""
     from edgepack.errors import MissingDependency, UsageError
 
+    if qat is not None and (precision != "int8" or runtime.name not in QAT_RUNTIMES):
+        raise UsageError(f"quantization-aware training builds int8 for {', '.join(QAT_RUNTIMES)}; "
+                         f"not {precision} for {runtime.name}")
     if precision not in PRECISIONS:
         raise UsageError(f"{runtime.name} cannot export precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     reasons = runtime.missing()

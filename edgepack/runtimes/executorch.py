@@ -60,9 +60,14 @@ class ExecuTorchRuntime:
         if partitioner not in PARTITIONERS:
             raise UsageError(f"executorch partitioner {partitioner!r} is not supported; "
                              f"known: {', '.join(PARTITIONERS)}")
-        check_export_request(self, request.precision)
+        check_export_request(self, request.precision, request.qat)
 
-        if request.precision == "int8":
+        if request.qat is not None:
+            program = _qat_program(bundle, request)
+            scheme = (f"{INT8_SCHEME}, quantization-aware training: {request.qat.epochs} epoch(s) on "
+                      f"{request.qat.train.name}")
+            parent = request.parent.name if request.parent is not None else "eager"
+        elif request.precision == "int8":
             program = self._quantized_program(bundle, request)
             samples = calibration_count(bundle, request.calibration)
             scheme = f"{INT8_SCHEME}, {samples} calibration samples"
@@ -80,12 +85,12 @@ class ExecuTorchRuntime:
         delegation["kernels"] = kernels
         delegation["kernels_missing_on_host"] = _missing_on_host(kernels)
 
-        final = Path(request.out_dir) / f"{bundle.name}-{request.precision}.pte"
+        final = Path(request.out_dir) / f"{bundle.name}-{request.tag}.pte"
         with atomic_path(final) as tmp, open(tmp, "wb") as fh:
             executorch_program.write_to_file(fh)
 
         return Artifact(
-            name=f"{self.name}-{request.precision}",
+            name=f"{self.name}-{request.tag}",
             path=str(final),
             format=self.file_format,
             runtime=self.name,
@@ -100,7 +105,7 @@ class ExecuTorchRuntime:
             notes=_notes(delegation),
         )
 
-    def _quantized_program(self, bundle: "ModelBundle", request: ExportRequest) -> Any:
+    def _quantized_program(self, bundle: "ModelBundle", request: ExportRequest) -> Any:  # post-training
         import torch
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
@@ -320,3 +325,13 @@ def _explain_load_error(exc: BaseException) -> str:
     if match and int(match.group(1), 16) in _LOAD_ERRORS:
         return f"{text} ({_LOAD_ERRORS[int(match.group(1), 16)]})"
     return text
+
+
+def _qat_program(bundle: "ModelBundle", request: ExportRequest) -> Any:
+    """PT2E quantization-aware training with the same XNNPACK quantizer, as a program ready for lowering."""
+    from edgepack.recovery.qat import qat_xnnpack
+
+    qat = request.qat
+    assert qat is not None
+    return qat_xnnpack(bundle.module, tuple(bundle.example_inputs), qat.train, epochs=qat.epochs, lr=qat.lr,
+                       seed=qat.seed, calibration=request.calibration)

@@ -49,7 +49,7 @@ class LiteRTRuntime:
     # ---------------------------------------------------------------- export
 
     def export(self, bundle: "ModelBundle", request: ExportRequest) -> Artifact:
-        check_export_request(self, request.precision)
+        check_export_request(self, request.precision, request.qat)
 
         if request.precision == "int8":
             converted = self._convert_int8(bundle, request)

@@ -13,7 +13,7 @@ from edgepack.errors import ToolError, UsageError, one_line
 from edgepack.fileio import atomic_path, sha256_file
 from edgepack.records import Artifact, TensorSpec
 from edgepack.runtimes._fixed_batch import run_in_chunks
-from edgepack.runtimes.base import ExportRequest, Session, missing_modules, package_versions
+from edgepack.runtimes.base import ExportRequest, Session, check_export_request, missing_modules, package_versions
 
 SIMPLIFY_TOLERANCE = 1e-4  # max abs diff (relative to output scale) under which a simplified graph is kept
 TRANSFORMER_OPS = {"Softmax", "LayerNormalization"}
@@ -36,7 +36,8 @@ class OnnxRuntime:
 
     # ---- export -------------------------------------------------------------------------------------------------
     def export(self, bundle: Any, request: ExportRequest) -> Artifact:
-        final = request.out_dir / f"{bundle.name}-{request.precision}.onnx"
+        check_export_request(self, request.precision, request.qat)
+        final = request.out_dir / f"{bundle.name}-{request.tag}.onnx"
         notes: list[str] = []
         details: dict[str, Any] = {}
         if request.precision == "fp32":
@@ -45,6 +46,16 @@ class OnnxRuntime:
                 if request.options.get("simplify", True):
                     details["simplify"] = _simplify_if_equal(tmp, bundle, notes)
             scheme, parent = "fp32", "eager"
+        elif request.qat is not None:
+            from edgepack.recovery.qat import ONNX_SCHEME, qat_onnx
+
+            qat = request.qat
+            with atomic_path(final) as tmp:
+                qat_onnx(bundle.module, tuple(bundle.example_inputs), qat.train, tmp, epochs=qat.epochs, lr=qat.lr,
+                         seed=qat.seed, calibration=request.calibration, input_names=list(bundle.input_names))
+            dynamic = _fixed_batch(final) is None
+            scheme = f"{ONNX_SCHEME}, quantization-aware training: {qat.epochs} epoch(s) on {qat.train.name}"
+            parent = request.parent.name if request.parent is not None else "eager"
         else:
             if request.parent is None:
                 raise ToolError("onnxruntime int8 export needs the fp32 artifact as its parent")
@@ -54,7 +65,7 @@ class OnnxRuntime:
             parent = request.parent.name
         details["dynamic_batch"] = dynamic
         details["op_counts"] = op_counts(final)
-        return describe_artifact(final, f"{self.name}-{request.precision}", self.name, request.precision,
+        return describe_artifact(final, f"{self.name}-{request.tag}", self.name, request.precision,
                                  parent, scheme, details, notes)
 
     def _quantize(self, fp32: Path, out: Path, request: ExportRequest, details: dict, notes: list[str]) -> str:
