@@ -87,6 +87,9 @@ def compression_options(fn: Callable) -> Callable:
         click.option("--ndlinear", metavar="k=v,...", help="Replace Linear layers on multi-axis states with a "
                      "factorized NdLinear layer (Kronecker init)."),
         click.option("--drop-layers", metavar="INDICES|middle=N", help="Drop transformer blocks, e.g. 1,2 or middle=2."),
+        click.option("--distill", metavar="width=W[,k=v]", help="Distill the model into a copy with every hidden "
+                     "layer W times as wide: width=0.5,epochs=20,temperature=4,alpha=0.9,max_stage_ratio=3 "
+                     "(progressive stages when the compression asks for more)."),
         click.option("--finetune", type=int, metavar="EPOCHS", help="Fine-tune after the passes (on --train data)."),
         click.option("--train", metavar="DATA", help="Labelled training data for fine-tuning and data-driven passes: "
                      ".npz, image folder, or zoo (default for zoo models: their training split)."),
@@ -107,8 +110,9 @@ def _model_request(model_spec: str, factory: Optional[str], trust_checkpoint: bo
 
 
 def _pass_configs(kw: dict[str, Any]) -> tuple[Any, ...]:
-    """Compression options -> pass configs, in the fixed order prune, sparse, lowrank, ndlinear, drop, finetune."""
-    keys = ("prune", "sparse", "lowrank", "ndlinear", "drop_layers", "finetune")
+    """Compression options -> pass configs, in the fixed order prune, sparse, lowrank, ndlinear, drop, distill,
+    finetune."""
+    keys = ("prune", "sparse", "lowrank", "ndlinear", "drop_layers", "distill", "finetune")
     if not kw.get("recipe") and not any(kw.get(k) is not None for k in keys):
         return ()
     from edgepack.compress import parse_pass, parse_recipe
@@ -272,7 +276,7 @@ def compress(model_spec: str, factory: Optional[str], trust_checkpoint: bool, in
     passes = _pass_configs(compression)
     if not passes:
         raise UsageError("no compression pass given; use --prune, --sparse, --lowrank, --ndlinear, --drop-layers, "
-                         "--finetune or --recipe")
+                         "--distill, --finetune or --recipe")
     progress = RichProgress(quiet)
     provenance = compress_model(_model_request(model_spec, factory, trust_checkpoint, input_shape), passes,
                                 compression.get("train"), eval_data, out, progress)
@@ -287,6 +291,51 @@ def compress(model_spec: str, factory: Optional[str], trust_checkpoint: bool, in
             for skipped in p.skipped:
                 click.echo(f"  skipped {skipped.get('layer', '?')}: {skipped.get('reason', '')}")
         click.echo(f"wrote {out} and {out.with_suffix('.json')}")
+
+
+# ---- distill --------------------------------------------------------------------------------------------------------
+@cli.command(epilog=EXIT_CODE_HELP)
+@click.option("--teacher", "teacher_spec", required=True, metavar="SPEC", help="The trained model that teaches "
+              "(same forms as --model).")
+@click.option("--student", "student_text", required=True, metavar="width=W|SPEC", help="width=0.5 derives a student "
+              "from the teacher with every hidden layer half as wide (torch-pruning); or a model spec.")
+@click.option("--input-shape", metavar="NxCxHxW", help="Example input shape when the teacher does not say.")
+@click.option("--train", metavar="DATA", help="Labelled training data (default for zoo teachers: their split).")
+@click.option("--eval", "eval_data", metavar="DATA", help="Labelled data: teacher and student accuracy per stage.")
+@click.option("--epochs", type=int, default=20, show_default=True, help="Epochs per stage.")
+@click.option("--temperature", type=float, default=4.0, show_default=True, help="Softmax temperature T (the soft "
+              "term is scaled by T^2).")
+@click.option("--alpha", type=float, default=0.9, show_default=True, help="Weight of the soft-target term; 1-alpha "
+              "goes to cross-entropy on the labels.")
+@click.option("--lr", type=float, default=3e-3, show_default=True)
+@click.option("--features", metavar="T:S[,T:S]", help="Feature distillation between named layers (teacher:student), "
+              "through a learned adapter.")
+@click.option("--max-stage-ratio", default="3", show_default=True, help="Most parameters a stage may remove "
+              "(teacher/student); more asks for progressive stages. 'none' for one stage.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The student as a .pt2 "
+              "(its provenance with every stage goes to the same name with .json).")
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
+def distill(teacher_spec: str, student_text: str, input_shape: Optional[str], train: Optional[str],
+            eval_data: Optional[str], epochs: int, temperature: float, alpha: float, lr: float,
+            features: Optional[str], max_stage_ratio: str, out: Path, quiet: bool) -> None:
+    """Distill a teacher into a smaller student (logit and feature KD, progressive stages)."""
+    from edgepack.distill_command import distill_model
+
+    if out.suffix != ".pt2":
+        raise UsageError(f"--out {out}: the student is written as a torch.export program; name it *.pt2")
+    options = {"epochs": str(epochs), "temperature": str(temperature), "alpha": str(alpha), "lr": str(lr),
+               "max_stage_ratio": max_stage_ratio}
+    if features:
+        options["feature_pairs"] = features
+    provenance = distill_model(_model_request(teacher_spec, None, False, input_shape), student_text, options, train,
+                               eval_data, out, RichProgress(quiet))
+    record = provenance.passes[-1]
+    for stage in record.changes:
+        acc = stage.get("student_top1")
+        click.echo(f"stage {stage.get('stage')}: {stage.get('teacher_params', 0):,} -> {stage.get('student_params', 0):,} params"
+                   + ("" if acc is None else f", student top-1 {acc * 100:.2f}%"))
+    click.echo(f"distill: params {record.params_before:,} -> {record.params_after:,}; wrote {out} and "
+               f"{out.with_suffix('.json')}")
 
 
 # ---- targets --------------------------------------------------------------------------------------------------------

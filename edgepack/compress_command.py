@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from edgepack.errors import ToolError, UsageError, one_line
+from edgepack.errors import ToolError, one_line
 from edgepack.fileio import atomic_path, atomic_write_text
 from edgepack.quiet import captured
 from edgepack.records import Provenance
@@ -14,8 +14,6 @@ from edgepack.records import Provenance
 
 def compress_model(model_request: Any, passes: Sequence[Any], train_spec: Optional[str], eval_spec: Optional[str],
                    out: Path, progress: Any) -> Provenance:
-    import torch
-
     from edgepack import stages
     from edgepack.compress import apply_passes
     from edgepack.pipeline import check_writable
@@ -28,14 +26,19 @@ def compress_model(model_request: Any, passes: Sequence[Any], train_spec: Option
                                                       needs_training=True)
     with progress.stage(f"compressing ({len(passes)} pass(es))"), captured():
         compressed = apply_passes(bundle, list(passes), train=train, eval=evaluation)
+    save_pt2(compressed, out, progress)
+    return compressed.provenance
+
+
+def save_pt2(bundle: Any, out: Path, progress: Any) -> None:
+    """The model as a torch.export program, and its provenance (with every pass record) beside it as .json."""
+    import torch
+
     with progress.stage(f"saving {out.name}"), captured():
         try:
-            program = torch.export.export(compressed.module, compressed.example_inputs)
+            program = torch.export.export(bundle.module, bundle.example_inputs)
         except Exception as exc:
-            raise ToolError(f"torch.export could not capture the compressed model: {one_line(exc)}") from None
+            raise ToolError(f"torch.export could not capture the model: {one_line(exc)}") from None
         with atomic_path(out) as tmp:
             torch.export.save(program, str(tmp))
-        atomic_write_text(out.with_suffix(".json"), json.dumps(compressed.provenance.to_dict(), indent=2) + "\n")
-    if not out.exists():
-        raise UsageError(f"--out {out}: could not be written")
-    return compressed.provenance
+        atomic_write_text(out.with_suffix(".json"), json.dumps(bundle.provenance.to_dict(), indent=2) + "\n")

@@ -5,12 +5,12 @@ A pass is a frozen config (`configs.py`) plus one function in its own module, di
 is imported when a pass of its kind runs.
 """
 
-from edgepack.compress.configs import (PASS_KINDS, DropLayersConfig, FinetuneConfig, LowRankConfig, NdLinearConfig,
+from edgepack.compress.configs import (PASS_KINDS, DistillPassConfig, DropLayersConfig, FinetuneConfig, LowRankConfig, NdLinearConfig,
                                        PassConfig, PruneConfig, SparseConfig)
 from edgepack.compress.parse import known_kinds, options_help, parse_pass, parse_recipe
 from edgepack.compress.apply import Progress, apply_passes
 
 __all__ = [
     "PASS_KINDS", "PassConfig", "PruneConfig", "SparseConfig", "LowRankConfig", "NdLinearConfig", "DropLayersConfig",
-    "FinetuneConfig", "parse_pass", "parse_recipe", "options_help", "known_kinds", "apply_passes", "Progress",
+    "FinetuneConfig", "DistillPassConfig", "parse_pass", "parse_recipe", "options_help", "known_kinds", "apply_passes", "Progress",
 ]

@@ -14,8 +14,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from edgepack.compress.configs import (DropLayersConfig, FinetuneConfig, LowRankConfig, NdLinearConfig, PassConfig,
-                                       PruneConfig, SparseConfig)
+from edgepack.compress.configs import (DistillPassConfig, DropLayersConfig, FinetuneConfig, LowRankConfig,
+                                       NdLinearConfig, PassConfig, PruneConfig, SparseConfig)
 from edgepack.errors import ToolError, UsageError, one_line
 from edgepack.records import PassRecord
 
@@ -35,6 +35,7 @@ PASSES: dict[type[PassConfig], str] = {
     NdLinearConfig: "edgepack.compress.ndlinear:ndlinear",
     DropLayersConfig: "edgepack.compress.layerdrop:drop_layers",
     FinetuneConfig: "edgepack.compress.finetune:finetune",
+    DistillPassConfig: "edgepack.compress.distill:distill_pass",
 }
 
 

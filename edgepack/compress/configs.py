@@ -280,6 +280,37 @@ class FinetuneConfig(PassConfig):
         return "finetune"
 
 
+@dataclass(frozen=True)
+class DistillPassConfig(PassConfig):
+    """Knowledge distillation into a narrower copy of the model (`width` of every hidden layer), with logit KD
+    (temperature, alpha, T^2 scaling) and progressive stages of at most `max_stage_ratio` x fewer parameters."""
+
+    kind: ClassVar[str] = "distill"
+    primary: ClassVar[Optional[str]] = "width"
+
+    width: float
+    epochs: int = 20
+    temperature: float = 4.0
+    alpha: float = 0.9
+    lr: float = 3e-3
+    seed: int = 0
+    max_stage_ratio: float = 3.0
+
+    def __post_init__(self) -> None:
+        k = "distill"
+        _fraction(k, "width", self.width, "e.g. --distill width=0.5 keeps half the channels of every hidden layer")
+        _integer(k, "epochs", self.epochs, 1, "e.g. epochs=20")
+        _positive(k, "temperature", self.temperature, "e.g. temperature=4")
+        _fraction(k, "alpha", self.alpha, "the weight of the soft-target term, e.g. alpha=0.9", closed_top=True)
+        _training(k, self.epochs, self.lr, self.seed)
+        if _number(k, "max_stage_ratio", self.max_stage_ratio) <= 1.0:
+            raise UsageError(f"distill max_stage_ratio={self.max_stage_ratio} must be above 1, e.g. 3")
+
+    def needs_training_data(self) -> Optional[str]:
+        return "distill"
+
+
 PASS_KINDS: dict[str, type[PassConfig]] = {
-    c.kind: c for c in (PruneConfig, SparseConfig, LowRankConfig, NdLinearConfig, DropLayersConfig, FinetuneConfig)
+    c.kind: c for c in (PruneConfig, SparseConfig, LowRankConfig, NdLinearConfig, DropLayersConfig, FinetuneConfig,
+                        DistillPassConfig)
 }
