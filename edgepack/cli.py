@@ -174,6 +174,8 @@ class RichProgress:
 @click.option("--qat", "qat_epochs", type=int, metavar="EPOCHS", help="Quantization-aware training (PT2E) for the "
               "ONNX Runtime and ExecuTorch int8 artifacts, on --train data; the post-training int8 artifact is kept "
               "beside it for comparison.")
+@click.option("--robustness", is_flag=True, help="Accuracy under Gaussian noise, blur and brightness shifts (3 "
+              "severities, seeded) of the --eval data, for eager PyTorch and every artifact.")
 @click.option("--bundle/--no-bundle", "bundle", default=None, help="Write the mobile-ready bundle/ and bundle.zip "
               "(default: the target's setting; on for android-arm64).")
 @click.option("--calibration", metavar="DATA", help="INT8 calibration data: .npz (x[, y]), an image folder, or zoo. "
@@ -194,7 +196,7 @@ class RichProgress:
 def build(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str], target: str,
           runtimes: tuple[str, ...], precision: Optional[str], size_budget: Optional[str], max_latency: Optional[str],
           latency_stat: Optional[str], max_memory: Optional[str], max_accuracy_drop: Optional[str],
-          require_full_delegation: bool, qat_epochs: Optional[int], bundle: Optional[bool], calibration: Optional[str], eval_data: Optional[str],
+          require_full_delegation: bool, qat_epochs: Optional[int], robustness: bool, bundle: Optional[bool], calibration: Optional[str], eval_data: Optional[str],
           device: Optional[str], runners: tuple[str, ...], threads: Optional[int], runs: Optional[int],
           out: Optional[Path], as_json: bool, quiet: bool, **compression: Any) -> None:
     """Compress, export, quantize, verify, measure and budget-gate a model for a target."""
@@ -211,6 +213,7 @@ def build(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input
         train=compression.get("train"), threads=threads, runs=runs, out=out, budgets=tuple(budgets),
         passes=_pass_configs(compression), require_full_delegation=require_full_delegation, bundle=bundle,
         device=device, runners=tuple(_runner_pairs(runners)), qat_epochs=qat_epochs,
+        robustness=robustness,
     )
     report = run_build(request, RichProgress(quiet))
     _print_report(report, as_json, quiet)

@@ -14,7 +14,7 @@ from typing import Any, Iterator, Optional, Protocol, Sequence
 from edgepack import __version__
 from edgepack.config import Target, load_target, merge_budgets, target_budgets
 from edgepack.errors import UsageError
-from edgepack.records import Accuracy, Artifact, Budget, Measurement, Parity, Report
+from edgepack.records import Accuracy, Artifact, Budget, Measurement, Parity, Report, Robustness
 
 PARITY_SAMPLES = 256
 
@@ -53,6 +53,7 @@ class BuildRequest:
     device: Optional[str] = None  # "host", "adb" or "adb:SERIAL"; None: the target's
     runners: tuple[tuple[str, str], ...] = ()  # (runtime, path of its arm64 runner binary) for device measurements
     qat_epochs: Optional[int] = None  # quantization-aware training instead of calibration only
+    robustness: bool = False  # accuracy under corruptions of the eval data, for eager and every artifact
 
 
 def resolve_runtimes(target: Target, requested: Optional[Sequence[str]]) -> list[str]:
@@ -98,6 +99,8 @@ def build(request: BuildRequest, progress: Optional[Progress] = None) -> Report:
         budgets.append(delegation_budget())
     if any(b.metric == "accuracy_drop" for b in budgets) and not request.eval:
         raise UsageError("--max-accuracy-drop needs --eval DATA (labelled data to measure accuracy on)")
+    if request.robustness and not request.eval:
+        raise UsageError("--robustness needs --eval DATA (labelled data to corrupt and measure accuracy on)")
     if request.out is not None:
         check_writable(request.out)
     warnings: list[str] = []
@@ -124,10 +127,13 @@ def build(request: BuildRequest, progress: Optional[Progress] = None) -> Report:
         shipping: list[str] = []
         parity: list[Parity] = []
         accuracy: list[Accuracy] = []
+        robustness: list[Robustness] = []
         measurements: list[Measurement] = []
         if data.eval is not None:
             with progress.stage("accuracy of the eager model"):
                 accuracy.append(stages.eager_accuracy(bundle, data.eval))
+                if request.robustness:
+                    robustness.append(stages.eager_robustness(bundle, data.eval))
         for runtime in runtimes:
             settings = target.runtime(runtime.name)
             plans = stages.export_plans(runtime.name, precision, qat, warnings)
@@ -146,6 +152,8 @@ def build(request: BuildRequest, progress: Optional[Progress] = None) -> Report:
                     parity.append(stages.parity(artifact.name, session, bundle, data.parity))
                     if data.eval is not None:
                         accuracy.append(stages.artifact_accuracy(artifact.name, session, data.eval))
+                    if request.robustness and data.eval is not None:
+                        robustness.append(stages.artifact_robustness(artifact.name, session, data.eval))
                 with progress.stage(f"{artifact.name}: measuring on {measurer.label} ({measurer.runs} runs, "
                                     f"{threads} thread(s))"):
                     measurements.append(measurer.measure(artifact, bundle.provenance.input_shapes))
@@ -154,6 +162,7 @@ def build(request: BuildRequest, progress: Optional[Progress] = None) -> Report:
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             target=target.name, out_dir=str(out), model=bundle.provenance, shipping=tuple(shipping),
             artifacts=tuple(artifacts), parity=tuple(parity), accuracy=tuple(accuracy),
+            robustness=tuple(robustness),
             measurements=tuple(measurements), budgets=tuple(budgets), warnings=tuple(warnings),
             versions=stages.versions(runtimes), host=stages.host(),
         )

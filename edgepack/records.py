@@ -152,6 +152,15 @@ class Accuracy(Record):
 
 
 @dataclass(frozen=True)
+class Robustness(Record):
+    """Top-1 under fixed, seeded corruptions (noise, blur, brightness) of the eval data, through one runtime."""
+
+    artifact: str  # "eager" or an artifact name
+    dataset: str
+    rows: tuple[dict[str, Any], ...]  # {corruption, severity, top1, drop}; the first row is the clean data
+
+
+@dataclass(frozen=True)
 class Measurement(Record):
     """Latency and memory measured in a child process on the runtime that ships the artifact."""
 
@@ -217,6 +226,7 @@ class Report(Record):
     artifacts: tuple[Artifact, ...] = ()
     parity: tuple[Parity, ...] = ()
     accuracy: tuple[Accuracy, ...] = ()
+    robustness: tuple[Robustness, ...] = ()
     measurements: tuple[Measurement, ...] = ()
     budgets: tuple[Budget, ...] = ()
     verdicts: tuple[Verdict, ...] = ()

@@ -153,9 +153,25 @@ def markdown(report: Report) -> str:
                          f"{'n/a' if m.first_run_ms is None else f'{m.first_run_ms:.2f} ms'} | "
                          f"{format_value(m.peak_over_baseline_bytes, 'bytes')} |")
         lines.append("")
+    if report.robustness:
+        lines += robustness_table(report)
     if report.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in report.warnings] + [""]
     return "\n".join(lines)
+
+
+def robustness_table(report: Report) -> list[str]:
+    """Top-1 per corruption and severity (rows) for eager and each artifact (columns)."""
+    names = [r.artifact for r in report.robustness]
+    cells: dict[tuple[str, int], dict[str, float]] = {}
+    for r in report.robustness:
+        for row in r.rows:
+            cells.setdefault((row["corruption"], row["severity"]), {})[r.artifact] = row["top1"]
+    lines = ["## Robustness (top-1 on corrupted eval data)", "",
+             "| corruption | severity | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for (corruption, severity), values in cells.items():
+        lines.append(f"| {corruption} | {severity} | " + " | ".join(_pct(values.get(n)) for n in names) + " |")
+    return lines + [""]
 
 
 def write_markdown(report: Report, path: Path) -> None:

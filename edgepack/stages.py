@@ -15,7 +15,7 @@ from edgepack.config import Target
 from edgepack.data.dataset import ArrayDataset
 from edgepack.errors import MissingDependency, UsageError
 from edgepack.quiet import captured
-from edgepack.records import Accuracy, Artifact, Measurement, Parity, Report
+from edgepack.records import Accuracy, Artifact, Measurement, Parity, Report, Robustness
 from edgepack.runtimes import get_runtime
 from edgepack.runtimes.base import QAT_RUNTIMES, ExportRequest, QatRequest, Runtime, Session
 
@@ -204,6 +204,24 @@ def _accuracy(name: str, logits: np.ndarray, data: ArrayDataset) -> Accuracy:
     logits = logits.reshape(len(logits), -1)
     top5 = topk_accuracy(logits, data.labels, 5) if logits.shape[1] > 5 else None
     return Accuracy(name, data.name, len(data), topk_accuracy(logits, data.labels, 1), top5)
+
+
+def robustness(name: str, predict: Any, data: ArrayDataset) -> Robustness:
+    from edgepack.recovery.robustness import robustness as corrupted_accuracy
+
+    return Robustness(name, data.name, tuple(corrupted_accuracy(predict, data)))
+
+
+def eager_robustness(bundle: Any, data: ArrayDataset) -> Robustness:
+    from edgepack.recovery.robustness import eager_predict
+
+    return robustness("eager", eager_predict(bundle.module), data)
+
+
+def artifact_robustness(name: str, session: Session, data: ArrayDataset) -> Robustness:
+    from edgepack.recovery.robustness import session_predict
+
+    return robustness(name, session_predict(session, batch_size=64), data)
 
 
 def eager_accuracy(bundle: Any, data: ArrayDataset) -> Accuracy:
