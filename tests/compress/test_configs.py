@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgepack.compress import (PASS_KINDS, DropLayersConfig, FinetuneConfig, LowRankConfig, NdLinearConfig,
+from edgepack.compress import (PASS_KINDS, DistillPassConfig, DropLayersConfig, FinetuneConfig, LowRankConfig, NdLinearConfig,
                                PruneConfig, SparseConfig)
 from edgepack.errors import UsageError
 
@@ -26,6 +26,9 @@ from edgepack.errors import UsageError
     (lambda: DropLayersConfig(middle=0), "middle=0 is below 1"),
     (lambda: DropLayersConfig(indices=(1,), container=""), "container must be a module name"),
     (lambda: FinetuneConfig(epochs=2, batch_size=0), "batch_size=0 is below 1"),
+    (lambda: DistillPassConfig(width=1.0), "width=1.0 is outside (0, 1)"),
+    (lambda: DistillPassConfig(width=0.5, alpha=0), "alpha=0 is outside (0, 1]"),
+    (lambda: DistillPassConfig(width=0.5, max_stage_ratio=1), "must be above 1"),
 ])
 def test_bad_values_are_refused(build, message):
     with pytest.raises(UsageError) as info:
@@ -38,7 +41,7 @@ def test_configs_are_frozen_and_serialise():
     with pytest.raises(AttributeError):
         config.ratio = 0.1  # type: ignore[misc]
     assert config.to_dict()["ignore"] == ["a", "b"]
-    assert set(PASS_KINDS) == {"prune", "sparse", "lowrank", "ndlinear", "drop-layers", "finetune"}
+    assert set(PASS_KINDS) == {"prune", "sparse", "lowrank", "ndlinear", "drop-layers", "finetune", "distill"}
 
 
 def test_training_data_needs_are_declared():
@@ -46,5 +49,6 @@ def test_training_data_needs_are_declared():
     assert PruneConfig(ratio=0.5, importance="taylor").needs_training_data() == "prune importance=taylor"
     assert PruneConfig(ratio=0.5, epochs=2).needs_training_data() == "prune epochs=2"
     assert NdLinearConfig(epochs=1).needs_training_data() == "ndlinear epochs=1"
+    assert DistillPassConfig(width=0.5).needs_training_data() == "distill"
     assert FinetuneConfig(epochs=1).needs_training_data() == "finetune"
     assert LowRankConfig(rank=2).needs_training_data() is None
