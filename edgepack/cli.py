@@ -24,8 +24,8 @@ BUDGET_HELP = {
                "e.g. 20ms, 800us.",
     "memory": "Memory budget: peak RSS of the measuring process over a baseline process that loads no model, "
               "e.g. 200MB.",
-    "accuracy": "Accuracy budget: top-1 drop of each shipped artifact against eager PyTorch, in percentage points, "
-                "e.g. 1pp. Needs --eval.",
+    "accuracy": "Accuracy budget: top-1 drop of each shipped artifact against the model as given, in eager PyTorch "
+                "(before any compression pass), in percentage points, e.g. 1pp. Needs --eval.",
 }
 
 
@@ -196,7 +196,8 @@ class RichProgress:
 def build(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str], target: str,
           runtimes: tuple[str, ...], precision: Optional[str], size_budget: Optional[str], max_latency: Optional[str],
           latency_stat: Optional[str], max_memory: Optional[str], max_accuracy_drop: Optional[str],
-          require_full_delegation: bool, qat_epochs: Optional[int], robustness: bool, bundle: Optional[bool], calibration: Optional[str], eval_data: Optional[str],
+          require_full_delegation: bool, qat_epochs: Optional[int], robustness: bool, bundle: Optional[bool],
+          calibration: Optional[str], eval_data: Optional[str],
           device: Optional[str], runners: tuple[str, ...], threads: Optional[int], runs: Optional[int],
           out: Optional[Path], as_json: bool, quiet: bool, **compression: Any) -> None:
     """Compress, export, quantize, verify, measure and budget-gate a model for a target."""
@@ -335,8 +336,8 @@ def distill(teacher_spec: str, student_text: str, input_shape: Optional[str], tr
     record = provenance.passes[-1]
     for stage in record.changes:
         acc = stage.get("student_top1")
-        click.echo(f"stage {stage.get('stage')}: {stage.get('teacher_params', 0):,} -> {stage.get('student_params', 0):,} params"
-                   + ("" if acc is None else f", student top-1 {acc * 100:.2f}%"))
+        params = f"{stage.get('teacher_params', 0):,} -> {stage.get('student_params', 0):,} params"
+        click.echo(f"stage {stage.get('stage')}: {params}" + ("" if acc is None else f", student top-1 {acc * 100:.2f}%"))
     click.echo(f"distill: params {record.params_before:,} -> {record.params_after:,}; wrote {out} and "
                f"{out.with_suffix('.json')}")
 

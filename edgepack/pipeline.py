@@ -114,7 +114,11 @@ def build(request: BuildRequest, progress: Optional[Progress] = None) -> Report:
     check_writable(out)
     with progress.stage("loading data"):
         data = stages.load_data(request, bundle, zoo_entry, target, runtime_names, precision, warnings)
+    original_accuracy: list[Accuracy] = []
     if request.passes:
+        if data.eval is not None:
+            with progress.stage("accuracy of the original model"):
+                original_accuracy.append(replace(stages.eager_accuracy(bundle, data.eval), artifact="original"))
         with progress.stage(f"compressing ({len(request.passes)} pass(es))"):
             bundle = stages.compress(bundle, request.passes, data)
     qat = stages.qat_request(request.qat_epochs, precision, data)
@@ -126,7 +130,7 @@ def build(request: BuildRequest, progress: Optional[Progress] = None) -> Report:
         artifacts: list[Artifact] = []
         shipping: list[str] = []
         parity: list[Parity] = []
-        accuracy: list[Accuracy] = []
+        accuracy: list[Accuracy] = list(original_accuracy)
         robustness: list[Robustness] = []
         measurements: list[Measurement] = []
         if data.eval is not None:

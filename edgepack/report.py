@@ -106,6 +106,10 @@ def markdown(report: Report) -> str:
     where = {m.where + f", {m.threads} thread(s)" for m in report.measurements}
     if where:
         lines.append(f"- Measured on: {'; '.join(sorted(where))}")
+    original = next((a for a in report.accuracy if a.artifact == "original"), None)
+    if original:
+        lines.append(f"- Original model (before compression) accuracy: top-1 {_pct(original.top1)} on "
+                     f"{original.samples} samples of {original.dataset}")
     eager = next((a for a in report.accuracy if a.artifact == "eager"), None)
     if eager:
         lines.append(f"- Eager PyTorch accuracy: top-1 {_pct(eager.top1)} on {eager.samples} samples of {eager.dataset}")

@@ -13,16 +13,19 @@ from edgepack.cli import cli
 def test_distilled_half_width_student_int8_within_a_point_of_teacher(runner, tmp_path):
     out = tmp_path / "student"
     result = runner.invoke(cli, ["build", "--model", "zoo:digits-cnn", "--distill", "width=0.5,epochs=10",
-                                 "--runtime", "onnxruntime,executorch", "--eval", "zoo", "--runs", "5",
-                                 "--out", str(out), "--quiet"])
+                                 "--runtime", "onnxruntime,executorch", "--eval", "zoo", "--max-accuracy-drop", "1pp",
+                                 "--runs", "5", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     record = report["model"]["passes"][0]
     assert record["name"] == "distill" and record["params_after"] < record["params_before"] / 3
     teacher_fp32 = record["accuracy_before"]
     acc = {a["artifact"]: a["top1"] for a in report["accuracy"]}
+    assert acc["original"] == teacher_fp32
     for name in ("onnxruntime-int8", "executorch-int8"):
         assert acc[name] >= teacher_fp32 - 0.01, (name, acc, teacher_fp32)
+    drops = {v["artifact"]: v["observed"] for v in report["verdicts"] if v["metric"] == "accuracy_drop"}
+    assert drops["onnxruntime-int8"] == pytest.approx((teacher_fp32 - acc["onnxruntime-int8"]) * 100)
 
 
 def test_distill_command_writes_a_student_build_accepts(runner, tmp_path):

@@ -35,6 +35,14 @@ def test_each_metric_observes_the_right_record():
     assert verdicts["delegation"].observed == 2 and not verdicts["delegation"].passed
 
 
+def test_accuracy_drop_is_against_the_original_model_when_compressed():
+    report = _report()
+    fields = {f: getattr(report, f) for f in report.__dataclass_fields__}
+    compressed = Report(**{**fields, "accuracy": fields["accuracy"] + (Accuracy("original", "d", 100, 0.99),)})
+    verdict = judge(compressed, [parse_budget("accuracy_drop", "1pp")])[0]
+    assert abs(verdict.observed - 5.5) < 1e-9 and not verdict.passed  # 99 % original vs 93.5 % shipped
+
+
 def test_latency_stat_is_honoured():
     verdicts = judge(_report(), [parse_budget("latency", "1.9ms", "p50")])
     assert verdicts[0].observed == 1.0 and verdicts[0].passed
