@@ -91,7 +91,6 @@ def build(request: BuildRequest, progress: Optional[Progress] = None) -> Report:
     runtime_names = resolve_runtimes(target, request.runtimes)
     runtimes = stages.available_runtimes(runtime_names)
     precision = request.precision or target.precision
-    threads = request.threads or target.threads
     budgets = merge_budgets(target_budgets(target), list(request.budgets))
     if request.require_full_delegation:
         from edgepack.gates import delegation_budget

@@ -263,3 +263,44 @@ def test_wrong_runner_is_refused_before_anything_is_pushed(fake_adb, tmp_path):
     with pytest.raises(UsageError, match="x86-64"):
         AdbDevice.resolve("adb").measure(artifact_file(tmp_path, "pte"), runner)
     assert not any("push" in c for c in fake_adb())
+
+
+@pytest.mark.slow
+def test_build_measures_on_the_phone_through_the_cli(fake_adb, monkeypatch, tmp_path, arm64_runner):
+    """`edgepack build --device adb` end to end: real export, the phone's runner output in the report."""
+    from click.testing import CliRunner
+
+    from edgepack.cli import cli
+
+    monkeypatch.setenv("FAKE_ADB_RUNNER_OUTPUT", str(FIXTURES / "executor_runner_recent.txt"))
+    out = tmp_path / "phone"
+    result = CliRunner().invoke(cli, ["build", "--model", "zoo:digits-cnn", "--target", "android-arm64", "--runtime",
+                                      "executorch", "--device", "adb", "--runner", f"executorch={arm64_runner}",
+                                      "--threads", "4", "--runs", "10", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    measured = {m["artifact"]: m for m in report["measurements"]}
+    assert set(measured) == {"executorch-fp32", "executorch-int8"}
+    from edgepack.device.runner_output import parse_executor_runner
+
+    # the target's warm-up count (10) is dropped from the runner's per-iteration times
+    expected = parse_executor_runner((FIXTURES / "executor_runner_recent.txt").read_text(), 10)
+    for m in measured.values():
+        assert m["where"] == "device adb:SER123 (Pixel 7, arm64-v8a)"
+        assert m["threads"] == 4  # a phone is not capped to the host's core count
+        assert m["p50_ms"] == pytest.approx(expected.p50_ms) and m["warmup"] == 10
+    pushed = [c for c in fake_adb() if "push" in c]
+    assert len(pushed) == 4  # artifact and runner, for each of the two artifacts
+    assert sum(1 for c in fake_adb() if "rm" in c) == 2
+
+
+def test_build_refuses_a_missing_runner_before_exporting(fake_adb, tmp_path):
+    from click.testing import CliRunner
+
+    from edgepack.cli import cli
+
+    result = CliRunner().invoke(cli, ["build", "--model", "zoo:digits-cnn", "--target", "android-arm64", "--device",
+                                      "adb", "--out", str(tmp_path / "o"), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "needs its arm64 runner binary: pass --runner executorch=PATH" in result.output
+    assert not (tmp_path / "o").exists() and fake_adb() == []
