@@ -88,6 +88,18 @@ def check_export_request(runtime: "Runtime", precision: str, qat: Optional[QatRe
         raise MissingDependency(f"{runtime.name} runtime unavailable: {'; '.join(reasons)}")
 
 
+def checked_load(path: Path, threads: int, what: str) -> Path:
+    """The artifact path a runtime is about to open, refused early when the file or the thread count is wrong."""
+    from edgepack.errors import UsageError
+
+    if threads < 1:
+        raise UsageError(f"threads must be at least 1, got {threads}")
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no {what} at {path}")
+    return path
+
+
 def missing_modules(modules: Sequence[str], extra: str) -> list[str]:
     """Reasons for each python module that is not importable, naming the extra that installs it."""
     return [

@@ -18,7 +18,8 @@ from edgepack.fileio import atomic_path, sha256_file
 from edgepack.records import Artifact, TensorSpec
 from edgepack.runtimes._fixed_batch import run_in_chunks
 from edgepack.runtimes._pt2e import calibration_count, export_program, quantize_static, rejection
-from edgepack.runtimes.base import ExportRequest, Session, check_export_request, missing_modules, package_versions
+from edgepack.runtimes.base import (ExportRequest, Session, check_export_request, checked_load, missing_modules,
+                                    package_versions)
 
 if TYPE_CHECKING:
     from edgepack.models.bundle import ModelBundle
@@ -122,11 +123,7 @@ class ExecuTorchRuntime:
     # ------------------------------------------------------------------ load
 
     def load(self, path: Path, threads: int) -> Session:
-        if threads < 1:
-            raise UsageError(f"threads must be at least 1, got {threads}")
-        path = Path(path)
-        if not path.is_file():
-            raise UsageError(f"no ExecuTorch program at {path}")
+        path = checked_load(path, threads, "ExecuTorch program")
         import numpy as np
         import torch
         from executorch.extension.pybindings.portable_lib import (

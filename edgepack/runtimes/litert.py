@@ -12,12 +12,13 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
 
-from edgepack.errors import ToolError, UsageError, one_line
+from edgepack.errors import ToolError, one_line
 from edgepack.fileio import atomic_path, sha256_file
 from edgepack.records import Artifact, TensorSpec
 from edgepack.runtimes._fixed_batch import run_in_chunks
 from edgepack.runtimes._pt2e import calibration_count, quantize_static, rejection
-from edgepack.runtimes.base import ExportRequest, Session, check_export_request, missing_modules, package_versions
+from edgepack.runtimes.base import (ExportRequest, Session, check_export_request, checked_load, missing_modules,
+                                    package_versions)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -114,11 +115,7 @@ class LiteRTRuntime:
     # ------------------------------------------------------------------ load
 
     def load(self, path: Path, threads: int) -> Session:
-        if threads < 1:
-            raise UsageError(f"threads must be at least 1, got {threads}")
-        path = Path(path)
-        if not path.is_file():
-            raise UsageError(f"no .tflite file at {path}")
+        path = checked_load(path, threads, ".tflite file")
         from ai_edge_litert.interpreter import Interpreter
 
         try:
