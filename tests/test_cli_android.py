@@ -67,3 +67,31 @@ def test_delegation_is_reported(android_build):
     delegation = pte["details"]["delegation"]
     assert delegation["delegated_nodes"] == delegation["total_nodes"] > 0, delegation
     assert delegation["portable_ops"] == []
+
+
+def test_require_full_delegation_fails_a_model_with_a_portable_op(tmp_path):
+    models = tmp_path / "pool.py"
+    models.write_text(
+        "import torch\n"
+        "from torch import nn\n\n\n"
+        "class CeilPool(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(1, 8, 3)\n"
+        "        self.pool = nn.AvgPool2d(2, ceil_mode=True)  # XNNPACK refuses ceil_mode\n"
+        "        self.fc = nn.Linear(8 * 3 * 3, 10)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(self.pool(self.conv(x)).flatten(1))\n\n\n"
+        "def build():\n"
+        "    return CeilPool(), torch.randn(1, 1, 8, 8)\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["build", "--model", f"{models}:build", "--runtime", "executorch", "--precision",
+                                      "fp32", "--require-full-delegation", "--runs", "3", "--out", str(out),
+                                      "--quiet"])
+    assert result.exit_code == 3, result.output
+    assert "budget failed: full delegation [executorch-fp32]" in result.output
+    report = json.loads((out / "report.json").read_text())
+    delegation = report["artifacts"][0]["details"]["delegation"]
+    ops = {p["op"]: p for p in delegation["portable_ops"]}
+    assert any("avg_pool2d" in op for op in ops), ops
+    assert any("ceil mode" in p["reason"] for p in ops.values()), ops
