@@ -68,6 +68,21 @@ class Runtime(Protocol):
         """Versions of the libraries this runtime uses."""
 
 
+class RuntimeBase:
+    """What every runtime answers the same way: missing libraries and their versions, from its class attributes."""
+
+    name: ClassVar[str]
+    extra: ClassVar[str]
+    modules: ClassVar[tuple[str, ...]]  # python modules it imports
+    distributions: ClassVar[tuple[str, ...]]  # the installed packages whose versions a report records
+
+    def missing(self) -> list[str]:
+        return missing_modules(self.modules, self.extra)
+
+    def versions(self) -> dict[str, str]:
+        return package_versions(*self.distributions)
+
+
 PRECISIONS = ("fp32", "int8")
 
 

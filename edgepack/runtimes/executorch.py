@@ -18,8 +18,7 @@ from edgepack.fileio import atomic_path, sha256_file
 from edgepack.records import Artifact, TensorSpec
 from edgepack.runtimes._fixed_batch import run_in_chunks
 from edgepack.runtimes._pt2e import calibration_count, export_program, quantize_static, rejection
-from edgepack.runtimes.base import (ExportRequest, Session, check_export_request, checked_load, missing_modules,
-                                    package_versions)
+from edgepack.runtimes.base import ExportRequest, RuntimeBase, Session, check_export_request, checked_load
 
 if TYPE_CHECKING:
     from edgepack.models.bundle import ModelBundle
@@ -38,17 +37,13 @@ _LOAD_ERRORS = {
 }
 
 
-class ExecuTorchRuntime:
+class ExecuTorchRuntime(RuntimeBase):
     name: ClassVar[str] = "executorch"
     file_format: ClassVar[str] = "pte"
     extra: ClassVar[str] = "executorch"
     modules: ClassVar[tuple[str, ...]] = ("executorch", "torchao")
+    distributions: ClassVar[tuple[str, ...]] = ("executorch", "torchao", "torch")
 
-    def missing(self) -> list[str]:
-        return missing_modules(self.modules, self.extra)
-
-    def versions(self) -> dict[str, str]:
-        return package_versions("executorch", "torchao", "torch")
 
     def import_runtime(self) -> None:
         import executorch.extension.pybindings.portable_lib

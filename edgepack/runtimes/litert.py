@@ -17,8 +17,7 @@ from edgepack.fileio import atomic_path, sha256_file
 from edgepack.records import Artifact, TensorSpec
 from edgepack.runtimes._fixed_batch import run_in_chunks
 from edgepack.runtimes._pt2e import calibration_count, quantize_static, rejection
-from edgepack.runtimes.base import (ExportRequest, Session, check_export_request, checked_load, missing_modules,
-                                    package_versions)
+from edgepack.runtimes.base import ExportRequest, RuntimeBase, Session, check_export_request, checked_load
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,17 +31,13 @@ _INTEGER_DTYPES = ("int8", "uint8", "int16")
 _PROGRESS_ENV = "LITERT_TORCH_SHOW_PROGRESS"
 
 
-class LiteRTRuntime:
+class LiteRTRuntime(RuntimeBase):
     name: ClassVar[str] = "litert"
     file_format: ClassVar[str] = "tflite"
     extra: ClassVar[str] = "litert"
     modules: ClassVar[tuple[str, ...]] = ("litert_torch", "ai_edge_litert")
+    distributions: ClassVar[tuple[str, ...]] = ("litert-torch", "ai-edge-litert", "torchao", "torch")
 
-    def missing(self) -> list[str]:
-        return missing_modules(self.modules, self.extra)
-
-    def versions(self) -> dict[str, str]:
-        return package_versions("litert-torch", "ai-edge-litert", "torchao", "torch")
 
     def import_runtime(self) -> None:
         import ai_edge_litert.interpreter  # noqa: F401

@@ -13,23 +13,19 @@ from edgepack.errors import ToolError, UsageError, one_line
 from edgepack.fileio import atomic_path, sha256_file
 from edgepack.records import Artifact, TensorSpec
 from edgepack.runtimes._fixed_batch import run_in_chunks
-from edgepack.runtimes.base import ExportRequest, Session, check_export_request, missing_modules, package_versions
+from edgepack.runtimes.base import ExportRequest, RuntimeBase, Session, check_export_request
 
 SIMPLIFY_TOLERANCE = 1e-4  # max abs diff (relative to output scale) under which a simplified graph is kept
 TRANSFORMER_OPS = {"Softmax", "LayerNormalization"}
 
 
-class OnnxRuntime:
+class OnnxRuntime(RuntimeBase):
     name: ClassVar[str] = "onnxruntime"
     file_format: ClassVar[str] = "onnx"
     extra: ClassVar[str] = "onnx"
     modules: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime", "onnxscript", "onnxslim")
+    distributions: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime", "onnxscript", "onnxslim")
 
-    def missing(self) -> list[str]:
-        return missing_modules(self.modules, self.extra)
-
-    def versions(self) -> dict[str, str]:
-        return package_versions("onnx", "onnxruntime", "onnxscript", "onnxslim")
 
     def import_runtime(self) -> None:
         import onnxruntime  # noqa: F401
