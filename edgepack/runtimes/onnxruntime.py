@@ -49,6 +49,8 @@ class OnnxRuntime(RuntimeBase):
             with atomic_path(final) as tmp:
                 qat_onnx(bundle.module, tuple(bundle.example_inputs), qat.train, tmp, epochs=qat.epochs, lr=qat.lr,
                          seed=qat.seed, calibration=request.calibration, input_names=list(bundle.input_names))
+                if request.options.get("simplify", True):
+                    details["simplify"] = _simplify_if_equal(tmp, bundle, notes)
             dynamic = _fixed_batch(final) is None
             scheme = f"{ONNX_SCHEME}, quantization-aware training: {qat.epochs} epoch(s) on {qat.train.name}"
             parent = request.parent.name if request.parent is not None else "eager"
