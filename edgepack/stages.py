@@ -13,7 +13,7 @@ import numpy as np
 
 from edgepack.config import Target
 from edgepack.data.dataset import ArrayDataset
-from edgepack.errors import MissingDependency, UsageError
+from edgepack.errors import MissingDependency, ToolError, UsageError
 from edgepack.quiet import captured
 from edgepack.records import Accuracy, Artifact, Measurement, Parity, Report, Robustness
 from edgepack.runtimes import get_runtime
@@ -45,7 +45,12 @@ def load(model_request: Any) -> tuple[Any, Any]:
     from edgepack.models.loader import load_model
 
     with captured():
-        return load_model(model_request)
+        bundle, zoo_entry = load_model(model_request)
+    if len(bundle.example_inputs) != 1:
+        # calibration, parity, accuracy and the runners all feed one tensor; say so rather than fail later
+        raise UsageError(f"--model {model_request.spec}: forward takes {len(bundle.example_inputs)} inputs; edgepack "
+                         f"builds single-input models (wrap it so forward takes one tensor)")
+    return bundle, zoo_entry
 
 
 class DataResolver:
@@ -62,8 +67,6 @@ class DataResolver:
 
         if not spec:
             return None
-        if len(self.bundle.example_inputs) != 1:
-            raise UsageError(f"{option} supports single-input models only")
         return load_dataset(spec, self.shape, option=option, split=split, zoo_dataset=self.zoo_dataset,
                             preprocessing=dict(self.bundle.provenance.preprocessing))
 
@@ -190,7 +193,7 @@ def parity(name: str, session: Session, bundle: Any, data: ArrayDataset) -> Pari
     ref = _eager_outputs(bundle, data.inputs)
     got = _session_outputs(session, data.inputs)
     if ref.shape != got.shape:
-        raise UsageError(f"{name}: output shape {got.shape} differs from eager {ref.shape}")
+        raise ToolError(f"{name}: output shape {got.shape} differs from eager {ref.shape}")
     diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
     flat_ref, flat_got = ref.reshape(len(ref), -1), got.reshape(len(got), -1)
     agreement = float(np.mean(flat_ref.argmax(1) == flat_got.argmax(1)))

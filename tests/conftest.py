@@ -77,6 +77,15 @@ def build_no_shape():
     return Tiny()
 
 
+class TwoInputs(nn.Module):
+    def forward(self, a, b):
+        return a + b
+
+
+def build_two_inputs():
+    return TwoInputs(), (torch.randn(1, 4), torch.randn(1, 4))
+
+
 def not_a_module():
     return 42
 '''

@@ -94,6 +94,11 @@ def test_input_shape_the_model_rejects(runner, tmp_path, models_file):
              ["the model rejected input shape 1x3x8x8", "RuntimeError", "--input-shape"])
 
 
+def test_multi_input_model_is_refused_with_the_fix(runner, tmp_path, models_file):
+    _run_bad(runner, tmp_path, ["--model", f"{models_file}:build_two_inputs"],
+             ["forward takes 2 inputs", "single-input"])
+
+
 def test_no_input_shape_known(runner, tmp_path, models_file):
     _run_bad(runner, tmp_path, ["--model", f"{models_file}:build_no_shape"], ["pass --input-shape"])
 
