@@ -180,6 +180,8 @@ class RichProgress:
               "(default: the target's setting; on for android-arm64).")
 @click.option("--calibration", metavar="DATA", help="INT8 calibration data: .npz (x[, y]), an image folder, or zoo. "
               "Default: the zoo model's training split, else synthetic inputs (with a warning).")
+@click.option("--calibration-samples", type=int, metavar="N", help="How many calibration samples (a seeded, "
+              "class-stratified subset; default: the target's, 256 for ONNX Runtime, 128 for the mobile runtimes).")
 @click.option("--eval", "eval_data", metavar="DATA", help="Labelled data to measure accuracy through every artifact's "
               "runtime: .npz (x, y), an image folder, or zoo (held-out split).")
 @compression_options
@@ -197,7 +199,7 @@ def build(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input
           runtimes: tuple[str, ...], precision: Optional[str], size_budget: Optional[str], max_latency: Optional[str],
           latency_stat: Optional[str], max_memory: Optional[str], max_accuracy_drop: Optional[str],
           require_full_delegation: bool, qat_epochs: Optional[int], robustness: bool, bundle: Optional[bool],
-          calibration: Optional[str], eval_data: Optional[str],
+          calibration: Optional[str], calibration_samples: Optional[int], eval_data: Optional[str],
           device: Optional[str], runners: tuple[str, ...], threads: Optional[int], runs: Optional[int],
           out: Optional[Path], as_json: bool, quiet: bool, **compression: Any) -> None:
     """Compress, export, quantize, verify, measure and budget-gate a model for a target."""
@@ -210,7 +212,8 @@ def build(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input
     runtime_list = tuple(r.strip() for item in runtimes for r in item.split(",") if r.strip()) or None
     request = BuildRequest(
         model=_model_request(model_spec, factory, trust_checkpoint, input_shape), target=target,
-        runtimes=runtime_list, precision=precision, calibration=calibration, eval=eval_data,
+        runtimes=runtime_list, precision=precision, calibration=calibration,
+        calibration_samples=calibration_samples, eval=eval_data,
         train=compression.get("train"), threads=threads, runs=runs, out=out, budgets=tuple(budgets),
         passes=_pass_configs(compression), require_full_delegation=require_full_delegation, bundle=bundle,
         device=device, runners=tuple(_runner_pairs(runners)), qat_epochs=qat_epochs,

@@ -41,6 +41,7 @@ class BuildRequest:
     runtimes: Optional[tuple[str, ...]] = None  # None: the target's defaults; ("all",): every runtime it lists
     precision: Optional[str] = None
     calibration: Optional[str] = None
+    calibration_samples: Optional[int] = None  # None: the largest the target's runtimes ask for
     eval: Optional[str] = None
     train: Optional[str] = None
     threads: Optional[int] = None

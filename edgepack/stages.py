@@ -103,7 +103,11 @@ def load_data(request: Any, bundle: Any, zoo_entry: Any, target: Target, runtime
     resolver = DataResolver(bundle, zoo_entry)
     needs_training = bool(request.passes) or request.qat_epochs is not None
     train, evaluation = load_training_data(resolver, request.train, request.eval, needs_training)
-    wanted = max(int(target.runtime(n).options.get("calibration_samples", 128)) for n in runtime_names)
+    wanted = request.calibration_samples
+    if wanted is None:
+        wanted = max(int(target.runtime(n).options.get("calibration_samples", 128)) for n in runtime_names)
+    if wanted < 1:
+        raise UsageError(f"--calibration-samples {wanted}: use 1 or more")
     calibration = resolver.get(request.calibration, "--calibration", "train")
     if calibration is None and resolver.zoo_dataset:
         calibration = resolver.get("zoo", "--calibration", "train")

@@ -71,6 +71,18 @@ def test_measurements_are_real_and_labelled(digits_build):
         assert m["versions"]["onnxruntime"] != "not installed"
 
 
+def test_calibration_subset_size_is_configurable(runner, tmp_path):
+    out = tmp_path / "cal"
+    result = runner.invoke(cli, ["build", "--model", "zoo:digits-cnn", "--calibration-samples", "20", "--runs", "3",
+                                 "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["calibration"] == {"source": "zoo:digits (train split) (20 stratified, seed 0)", "samples": 20,
+                                       "synthetic": False}
+    report = json.loads((out / "report.json").read_text())
+    assert report["artifacts"][1]["details"]["calibration"]["samples"] == 20
+
+
 def test_report_round_trips(digits_build):
     out, report, _ = digits_build
     loaded = Report.from_json((out / "report.json").read_text())

@@ -139,6 +139,10 @@ def test_calibration_of_wrong_shape(runner, tmp_path):
              ["samples have shape (3, 8, 8)", "takes (1, 8, 8)"])
 
 
+def test_calibration_sample_count_must_be_positive(runner, tmp_path):
+    _run_bad(runner, tmp_path, ["--model", "zoo:digits-cnn", "--calibration-samples", "0"], ["use 1 or more"])
+
+
 def test_eval_labels_outside_model_classes(runner, tmp_path):
     data = tmp_path / "eval.npz"
     np.savez(data, x=np.zeros((4, 1, 8, 8), np.float32), y=np.array([0, 1, 2, 12]))
