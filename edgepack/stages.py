@@ -321,11 +321,29 @@ def host() -> dict[str, Any]:
     return host_info()
 
 
+def _remove_previous_artifacts(out: Path, keep: set[str]) -> None:
+    """Delete artifacts an earlier build listed in out/manifest.json that this build does not produce again, so the
+    directory never holds a file its report does not describe. Only files edgepack itself listed are touched."""
+    import json
+
+    manifest = out / "manifest.json"
+    if not manifest.is_file():
+        return
+    try:
+        listed = [a["file"] for a in json.loads(manifest.read_text(encoding="utf-8")).get("artifacts", [])]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return
+    for name in listed:
+        if name not in keep and Path(name).name == name:
+            (out / name).unlink(missing_ok=True)
+
+
 def publish(report: Report, out: Path, data: BuildData, threads: int, bundle: bool) -> Report:
     """Move artifacts from staging into `out`, then write manifest and reports; report.json goes last."""
     from edgepack import report as reporting
 
     out.mkdir(parents=True, exist_ok=True)
+    _remove_previous_artifacts(out, {Path(a.path).name for a in report.artifacts})
     moved = []
     for artifact in report.artifacts:
         final = out / Path(artifact.path).name

@@ -83,6 +83,19 @@ def test_calibration_subset_size_is_configurable(runner, tmp_path):
     assert report["artifacts"][1]["details"]["calibration"]["samples"] == 20
 
 
+def test_rebuild_into_same_out_removes_artifacts_it_no_longer_makes(runner, tmp_path):
+    out = tmp_path / "again"
+    first = runner.invoke(cli, ["build", "--model", "zoo:digits-cnn", "--runs", "3", "--out", str(out), "--quiet"])
+    assert first.exit_code == 0, first.output
+    assert (out / "digits-cnn-int8.onnx").exists()
+    (out / "notes.txt").write_text("mine")  # not edgepack's: must survive
+    second = runner.invoke(cli, ["build", "--model", "zoo:digits-cnn", "--precision", "fp32", "--runs", "3",
+                                 "--out", str(out), "--quiet"])
+    assert second.exit_code == 0, second.output
+    assert not (out / "digits-cnn-int8.onnx").exists()
+    assert (out / "digits-cnn-fp32.onnx").exists() and (out / "notes.txt").read_text() == "mine"
+
+
 def test_report_round_trips(digits_build):
     out, report, _ = digits_build
     loaded = Report.from_json((out / "report.json").read_text())

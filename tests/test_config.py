@@ -51,6 +51,8 @@ def test_bundled_targets_are_real_data():
     ort = x86.runtime("onnxruntime").options
     assert ort["activation_type"] == "uint8" and ort["per_channel"] is True
     assert x86.threads == 1 and x86.precision == "int8" and x86.runs >= 50
+    board = load_target("linux-arm64")
+    assert board.arch == "arm64" and {r.name for r in board.runtimes} == {"onnxruntime", "executorch", "litert"}
     android = load_target("android-arm64")
     assert android.default_runtimes == ("executorch", "litert") and android.arch == "arm64"
 
