@@ -201,24 +201,17 @@ def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
         if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
             return value.lower() in _TRUE
         raise UsageError(f"{where}: {key}={value!r} must be true or false")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+    if hint in (int, float):
+        # a YAML recipe gives numbers, the command line gives text; floats also accept whole numbers
+        accepted = (int,) if hint is int else (int, float)
+        if isinstance(value, accepted) and not isinstance(value, bool):
+            return hint(value)
         if isinstance(value, str):
             try:
-                return int(value)
+                return hint(value)
             except ValueError:
                 pass
-        raise UsageError(f"{where}: {key}={value!r} is not a whole number")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise UsageError(f"{where}: {key}={value!r} is not a number")
+        raise UsageError(f"{where}: {key}={value!r} is not a {'whole number' if hint is int else 'number'}")
     if hint is str:
         if isinstance(value, str):
             return value

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from edgepack.data.dataset import ArrayDataset
     from edgepack.models.bundle import ModelBundle
-    from edgepack.records import Artifact
+    from edgepack.records import Artifact, TensorSpec
 
 # A loaded artifact: takes float32 numpy inputs (one per model input), returns float32 numpy outputs.
 # Runtimes with quantized I/O quantize/dequantize inside, so callers always compare floats.
@@ -39,6 +39,11 @@ class ExportRequest:
     options: dict[str, Any] = field(default_factory=dict)  # the target file's per-runtime settings
     parent: Optional["Artifact"] = None  # the fp32 artifact an int8 one derives from, when the runtime uses it
     qat: Optional[QatRequest] = None  # int8 only: train with fake quantization instead of calibrating
+
+    @property
+    def parent_name(self) -> str:
+        """What the artifact derives from: the artifact passed as parent, else the eager model."""
+        return self.parent.name if self.parent is not None else "eager"
 
     @property
     def tag(self) -> str:
@@ -72,6 +77,7 @@ class RuntimeBase:
     """What every runtime answers the same way: missing libraries and their versions, from its class attributes."""
 
     name: ClassVar[str]
+    file_format: ClassVar[str]
     extra: ClassVar[str]
     modules: ClassVar[tuple[str, ...]]  # python modules it imports
     distributions: ClassVar[tuple[str, ...]]  # the installed packages whose versions a report records
@@ -81,6 +87,22 @@ class RuntimeBase:
 
     def versions(self) -> dict[str, str]:
         return package_versions(*self.distributions)
+
+    def artifact_path(self, model_name: str, request: ExportRequest) -> Path:
+        """Where an export writes: <out>/<model>-<fp32|int8|int8-qat>.<format>."""
+        return Path(request.out_dir) / f"{model_name}-{request.tag}.{self.file_format}"
+
+    def describe_file(self, path: Path, request: ExportRequest, *, inputs: tuple["TensorSpec", ...],
+                      outputs: tuple["TensorSpec", ...], scheme: str, details: dict[str, Any],
+                      notes: Sequence[str] = ()) -> "Artifact":
+        """The Artifact record of a file this runtime just wrote (size and sha256 read from disk)."""
+        from edgepack.fileio import sha256_file
+        from edgepack.records import Artifact
+
+        return Artifact(name=f"{self.name}-{request.tag}", path=str(path), format=self.file_format, runtime=self.name,
+                        precision=request.precision, size_bytes=path.stat().st_size, sha256=sha256_file(path),
+                        inputs=inputs, outputs=outputs, parent=request.parent_name, scheme=scheme, details=details,
+                        notes=tuple(notes))
 
 
 PRECISIONS = ("fp32", "int8")

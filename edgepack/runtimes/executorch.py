@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
 
 from edgepack.errors import ToolError, UsageError, one_line
-from edgepack.fileio import atomic_path, sha256_file
+from edgepack.fileio import atomic_path
 from edgepack.records import Artifact, TensorSpec
 from edgepack.runtimes._fixed_batch import run_in_chunks
 from edgepack.runtimes._pt2e import calibration_count, export_program, quantize_static, rejection
@@ -62,15 +62,13 @@ class ExecuTorchRuntime(RuntimeBase):
             program = _qat_program(bundle, request)
             scheme = (f"{INT8_SCHEME}, quantization-aware training: {request.qat.epochs} epoch(s) on "
                       f"{request.qat.train.name}")
-            parent = request.parent.name if request.parent is not None else "eager"
         elif request.precision == "int8":
             program = self._quantized_program(bundle, request)
             samples = calibration_count(bundle, request.calibration)
             scheme = f"{INT8_SCHEME}, {samples} calibration samples"
-            parent = request.parent.name if request.parent is not None else "eager"
         else:
             program = export_program(bundle, self.name)
-            scheme, parent = FP32_SCHEME, "eager"
+            scheme = FP32_SCHEME
 
         lowered, delegation = _lower(program)
         try:
@@ -81,25 +79,12 @@ class ExecuTorchRuntime(RuntimeBase):
         delegation["kernels"] = kernels
         delegation["kernels_missing_on_host"] = _missing_on_host(kernels)
 
-        final = Path(request.out_dir) / f"{bundle.name}-{request.tag}.pte"
+        final = self.artifact_path(bundle.name, request)
         with atomic_path(final) as tmp, open(tmp, "wb") as fh:
             executorch_program.write_to_file(fh)
 
-        return Artifact(
-            name=f"{self.name}-{request.tag}",
-            path=str(final),
-            format=self.file_format,
-            runtime=self.name,
-            precision=request.precision,
-            size_bytes=final.stat().st_size,
-            sha256=sha256_file(final),
-            inputs=_input_specs(bundle),
-            outputs=_output_specs(program),
-            parent=parent,
-            scheme=scheme,
-            details={"delegation": delegation},
-            notes=_notes(delegation),
-        )
+        return self.describe_file(final, request, inputs=_input_specs(bundle), outputs=_output_specs(program),
+                                  scheme=scheme, details={"delegation": delegation}, notes=_notes(delegation))
 
     def _quantized_program(self, bundle: "ModelBundle", request: ExportRequest) -> Any:  # post-training
         import torch

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
 
 from edgepack.errors import ToolError, one_line
-from edgepack.fileio import atomic_path, sha256_file
+from edgepack.fileio import atomic_path
 from edgepack.records import Artifact, TensorSpec
 from edgepack.runtimes._fixed_batch import run_in_chunks
 from edgepack.runtimes._pt2e import calibration_count, quantize_static, rejection
@@ -51,12 +51,11 @@ class LiteRTRuntime(RuntimeBase):
             converted = self._convert_int8(bundle, request)
             samples = calibration_count(bundle, request.calibration)
             scheme = f"{INT8_SCHEME}, {samples} calibration samples"
-            parent = request.parent.name if request.parent is not None else "eager"
         else:
             converted = self._convert_fp32(bundle)
-            scheme, parent = FP32_SCHEME, "eager"
+            scheme = FP32_SCHEME
 
-        final = Path(request.out_dir) / f"{bundle.name}-{request.precision}.tflite"
+        final = self.artifact_path(bundle.name, request)
         with atomic_path(final) as tmp:
             try:
                 with _quiet_progress():
@@ -66,21 +65,8 @@ class LiteRTRuntime(RuntimeBase):
             # Read the file back before it gets its final name: a file the interpreter can't open is not an artifact.
             inputs, outputs, details = _describe(tmp, bundle)
 
-        return Artifact(
-            name=f"{self.name}-{request.precision}",
-            path=str(final),
-            format=self.file_format,
-            runtime=self.name,
-            precision=request.precision,
-            size_bytes=final.stat().st_size,
-            sha256=sha256_file(final),
-            inputs=inputs,
-            outputs=outputs,
-            parent=parent,
-            scheme=scheme,
-            details=details,
-            notes=_notes(details, request.precision),
-        )
+        return self.describe_file(final, request, inputs=inputs, outputs=outputs, scheme=scheme, details=details,
+                                  notes=_notes(details, request.precision))
 
     def _convert_fp32(self, bundle: "ModelBundle") -> Any:
         import litert_torch

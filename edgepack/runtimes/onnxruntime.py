@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Optional, Sequence
 import numpy as np
 
 from edgepack.errors import ToolError, UsageError, one_line
-from edgepack.fileio import atomic_path, sha256_file
+from edgepack.fileio import atomic_path
 from edgepack.records import Artifact, TensorSpec
 from edgepack.runtimes._fixed_batch import run_in_chunks
 from edgepack.runtimes.base import ExportRequest, RuntimeBase, Session, check_export_request
@@ -33,7 +33,7 @@ class OnnxRuntime(RuntimeBase):
     # ---- export -------------------------------------------------------------------------------------------------
     def export(self, bundle: Any, request: ExportRequest) -> Artifact:
         check_export_request(self, request.precision, request.qat)
-        final = request.out_dir / f"{bundle.name}-{request.tag}.onnx"
+        final = self.artifact_path(bundle.name, request)
         notes: list[str] = []
         details: dict[str, Any] = {}
         if request.precision == "fp32":
@@ -41,7 +41,7 @@ class OnnxRuntime(RuntimeBase):
                 dynamic = _export_onnx(bundle, tmp, notes)
                 if request.options.get("simplify", True):
                     details["simplify"] = _simplify_if_equal(tmp, bundle, notes)
-            scheme, parent = "fp32", "eager"
+            scheme = "fp32"
         elif request.qat is not None:
             from edgepack.recovery.qat import ONNX_SCHEME, qat_onnx
 
@@ -53,18 +53,17 @@ class OnnxRuntime(RuntimeBase):
                     details["simplify"] = _simplify_if_equal(tmp, bundle, notes)
             dynamic = _fixed_batch(final) is None
             scheme = f"{ONNX_SCHEME}, quantization-aware training: {qat.epochs} epoch(s) on {qat.train.name}"
-            parent = request.parent.name if request.parent is not None else "eager"
         else:
             if request.parent is None:
                 raise ToolError("onnxruntime int8 export needs the fp32 artifact as its parent")
             dynamic = bool(request.parent.details.get("dynamic_batch"))
             with atomic_path(final) as tmp:
                 scheme = self._quantize(Path(request.parent.path), tmp, request, details, notes)
-            parent = request.parent.name
         details["dynamic_batch"] = dynamic
         details["op_counts"] = op_counts(final)
-        return describe_artifact(final, f"{self.name}-{request.tag}", self.name, request.precision,
-                                 parent, scheme, details, notes)
+        inputs, outputs = onnx_io_specs(final)
+        return self.describe_file(final, request, inputs=inputs, outputs=outputs, scheme=scheme, details=details,
+                                  notes=notes)
 
     def _quantize(self, fp32: Path, out: Path, request: ExportRequest, details: dict, notes: list[str]) -> str:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -277,15 +276,10 @@ def _tensor_specs(values: Any) -> tuple[TensorSpec, ...]:
     return tuple(specs)
 
 
-def describe_artifact(path: Path, name: str, runtime: str, precision: str, parent: str, scheme: str,
-                      details: dict[str, Any], notes: list[str]) -> Artifact:
+def onnx_io_specs(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The graph's real inputs (initializers excluded) and outputs."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
     inits = {i.name for i in graph.initializer}
-    return Artifact(
-        name=name, path=str(path), format="onnx", runtime=runtime, precision=precision,
-        size_bytes=path.stat().st_size, sha256=sha256_file(path),
-        inputs=_tensor_specs(i for i in graph.input if i.name not in inits), outputs=_tensor_specs(graph.output),
-        parent=parent, scheme=scheme, details=details, notes=tuple(notes),
-    )
+    return _tensor_specs(i for i in graph.input if i.name not in inits), _tensor_specs(graph.output)
