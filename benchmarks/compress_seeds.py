@@ -44,7 +44,7 @@ from edgepack.models.architectures import ResNetCifar
 from edgepack.models.bundle import ModelBundle
 from edgepack.models.loader import count_params_and_macs
 from edgepack.records import Provenance
-from edgepack.recovery.train import evaluate, train_classifier
+from edgepack.training import evaluate, train_classifier
 
 RESNET_RECIPE = dict(epochs=15, lr=3e-3)  # reaches ~99 % held-out on digits
 VIT_RECIPE = dict(epochs=60, lr=2e-3)  # the recipe the zoo's digits-vit weights were trained with

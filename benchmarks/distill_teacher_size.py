@@ -27,8 +27,8 @@ import torch
 
 from edgepack.data import digits
 from edgepack.models.architectures import DigitsCNN
-from edgepack.recovery.distill import DistillConfig, distill
-from edgepack.recovery.train import evaluate, train_classifier
+from edgepack.compress.distillation import DistillConfig, distill
+from edgepack.training import evaluate, train_classifier
 
 TEACHER_WIDTHS = (0.5, 1.0, 2.0)
 STUDENT_WIDTH = 0.25

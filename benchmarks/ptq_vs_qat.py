@@ -23,8 +23,8 @@ from edgepack.models.architectures import DigitsCNN
 from edgepack.models.bundle import ModelBundle
 from edgepack.models.loader import ModelRequest, count_params_and_macs, load_model
 from edgepack.records import Provenance
-from edgepack.recovery.qat import compare_ptq_qat
-from edgepack.recovery.train import train_classifier
+from edgepack.runtimes.qat import compare_ptq_qat
+from edgepack.training import train_classifier
 
 RUNTIMES = ("onnxruntime", "executorch")
 

@@ -234,7 +234,7 @@ def _runner_pairs(values: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 def _print_report(report: Any, as_json: bool, quiet: bool) -> None:
-    from edgepack.report import artifact_rows, failures, fastest_within_budgets
+    from edgepack.report.render import artifact_rows, failures, fastest_within_budgets
 
     if as_json:
         click.echo(report.to_json())

@@ -17,8 +17,8 @@ def distill_model(teacher_request: Any, student_text: str, options: Mapping[str,
     from edgepack import stages
     from edgepack.models.loader import count_params_and_macs
     from edgepack.pipeline import check_writable
-    from edgepack.recovery.distill import DistillConfig, distill
-    from edgepack.recovery.student import make_student, parse_student
+    from edgepack.compress.distillation import DistillConfig, distill
+    from edgepack.compress.student import make_student, parse_student
 
     check_writable(out.parent)
     config = DistillConfig.from_options(options)

@@ -24,7 +24,15 @@ class Record:
         return {f.name: _to_jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
     @classmethod
+    def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Rewrite the JSON of an older edgepack into this version's fields (records that changed override it)."""
+        return data
+
+    @classmethod
     def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        if not isinstance(data, dict):
+            raise TypeError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+        data = cls.upgrade(data)
         hints = typing.get_type_hints(cls)
         kwargs = {}
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
@@ -76,21 +84,127 @@ class TensorSpec(Record):
 
 
 @dataclass(frozen=True)
+class LayerChange(Record):
+    """One layer a compression pass changed. A pass fills the fields that describe what it did; the rest stay None.
+
+    Pairs are (before, after).
+    """
+
+    layer: str  # the module's name in the user's model, e.g. "features.3"
+    type: str  # its class, e.g. "Conv2d"; "attention" for head pruning
+    params: Optional[tuple[int, int]] = None
+    in_features: Optional[tuple[int, int]] = None  # input channels / features
+    out_features: Optional[tuple[int, int]] = None  # output channels / features
+    num_heads: Optional[tuple[int, int]] = None
+    head_dim: Optional[tuple[Optional[int], Optional[int]]] = None
+    rank: Optional[int] = None  # low-rank: the rank kept
+    full_rank: Optional[int] = None
+    break_even_rank: Optional[float] = None  # the rank above which the factors have more parameters
+    energy_kept: Optional[float] = None  # fraction of the squared singular values kept
+    spectrum: tuple[float, ...] = ()  # a summary of the normalised singular values
+    weights: Optional[int] = None  # unstructured sparsity: weights in the layer and how many are zero
+    zeros: Optional[int] = None
+    sparsity: Optional[float] = None
+    in_shape: tuple[int, ...] = ()  # NdLinear: the grid the input is viewed as, and the output grid
+    out_shape: tuple[int, ...] = ()
+    kronecker_fit: Optional[float] = None  # relative error of the nearest Kronecker product
+
+
+@dataclass(frozen=True)
+class SkippedLayer(Record):
+    """A layer a pass considered and left alone, and why."""
+
+    layer: str
+    type: str
+    reason: str
+    rank: Optional[int] = None
+    full_rank: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class TrainingEpoch(Record):
+    """One epoch of training inside a pass (fine-tuning, a pruning step's recovery)."""
+
+    epoch: int
+    loss: float
+    step: Optional[int] = None  # the pruning step it followed, for iterative pruning
+
+
+@dataclass(frozen=True)
+class BlocksDropped(Record):
+    """What layer dropping removed from a stack of blocks (indices are positions in the original stack)."""
+
+    container: str
+    dropped: tuple[int, ...]
+    kept: tuple[int, ...]
+    blocks: tuple[int, int]  # count before, after
+
+
+@dataclass(frozen=True)
+class DistillStage(Record):
+    """One teacher -> student stage of (progressive) distillation."""
+
+    stage: int
+    teacher_params: int
+    student_params: int
+    ratio: float
+    epochs: int
+    final_loss: Optional[float] = None
+    teacher_top1: Optional[float] = None
+    student_top1: Optional[float] = None
+    derived_width: Optional[float] = None  # a teacher assistant's width relative to its teacher; None: the student
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class PassRecord(Record):
     """What one compression pass did: its config, sizes before and after, per-layer changes."""
 
     name: str
+    # the pass config's fields, exactly as `compress.parse_recipe([{name: config}])` reads them back
     config: dict[str, Any]
     params_before: int
     params_after: int
     macs_before: int
     macs_after: int
     seconds: float
-    changes: tuple[dict[str, Any], ...] = ()
-    skipped: tuple[dict[str, Any], ...] = ()
+    changes: tuple[LayerChange, ...] = ()
+    skipped: tuple[SkippedLayer, ...] = ()
+    training: tuple[TrainingEpoch, ...] = ()
+    stages: tuple[DistillStage, ...] = ()
+    dropped: Optional[BlocksDropped] = None
     accuracy_before: Optional[float] = None
     accuracy_after: Optional[float] = None
     notes: tuple[str, ...] = ()
+
+    @classmethod
+    def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Reports written before these records were typed kept every per-layer row in `changes` as a dict."""
+        rows = data.get("changes") or []
+        if not rows:
+            return data
+        data = dict(data)
+        changes, training, stages = [], list(data.get("training") or []), list(data.get("stages") or [])
+        for row in rows:
+            if "stage" in row:
+                stages.append(row)
+            elif "epoch" in row:
+                training.append(row)
+            elif "finetune" in row:
+                training += [{"epoch": i, "loss": (e["loss"] if isinstance(e, dict) else e), "step": row.get("step")}
+                             for i, e in enumerate(row["finetune"], 1)]
+            elif "container" in row:
+                data["dropped"] = {"container": row["container"], "dropped": row.get("dropped", []),
+                                   "kept": row.get("kept", []), "blocks": row.get("blocks", [0, 0])}
+            elif "layer" in row:
+                row = dict(row)
+                if "in" in row:
+                    row["in_features"] = row.pop("in")
+                if "out" in row:
+                    row["out_features"] = row.pop("out")
+                changes.append(row)
+        data.update(changes=changes, training=training, stages=stages)
+        return data
 
 
 @dataclass(frozen=True)
@@ -110,6 +224,59 @@ class Provenance(Record):
 
 
 @dataclass(frozen=True)
+class OpCount(Record):
+    op: str
+    count: int
+
+
+@dataclass(frozen=True)
+class FallbackOp(Record):
+    """An operator left outside the accelerated delegate, with the partitioner's own reason."""
+
+    op: str
+    count: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Delegation(Record):
+    """How much of a program runs inside an accelerated delegate (e.g. XNNPACK) and why the rest does not."""
+
+    backend: str
+    subgraphs: int
+    delegated_nodes: int
+    total_nodes: int
+    delegated_ops: tuple[OpCount, ...] = ()
+    fallback_ops: tuple[FallbackOp, ...] = ()
+    kernels: tuple[str, ...] = ()  # kernels the program calls outside delegates, as the runtime names them
+    kernels_missing_on_host: tuple[str, ...] = ()
+
+    @property
+    def fallback_nodes(self) -> int:
+        return self.total_nodes - self.delegated_nodes
+
+
+@dataclass(frozen=True)
+class Simplification(Record):
+    """A graph simplifier's run over an exported model; its graph is kept only when outputs still match."""
+
+    applied: bool
+    tool: str = ""
+    nodes_before: Optional[int] = None
+    nodes_after: Optional[int] = None
+    max_abs_diff: Optional[float] = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CalibrationInfo(Record):
+    """The data an INT8 artifact was calibrated on."""
+
+    source: str
+    samples: int
+
+
+@dataclass(frozen=True)
 class Artifact(Record):
     """One exported file."""
 
@@ -122,10 +289,41 @@ class Artifact(Record):
     sha256: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    parent: Optional[str] = None  # name of the artifact (or "eager") it was derived from
+    parent: Optional[str] = None  # name of the artifact it was derived from, or "eager" (the PyTorch model)
     scheme: str = ""  # e.g. "static-qdq u8 activations, per-channel s8 weights"
-    details: dict[str, Any] = field(default_factory=dict)  # runtime-specific: delegation, op counts, ...
+    dynamic_batch: Optional[bool] = None  # None: the runtime does not say
+    ops: tuple[OpCount, ...] = ()  # operator census of the file
+    float_ops: tuple[OpCount, ...] = ()  # int8 artifacts: operators still running on float kernels
+    delegation: Optional[Delegation] = None
+    simplification: Optional[Simplification] = None
+    calibration: Optional[CalibrationInfo] = None
     notes: tuple[str, ...] = ()
+
+    @classmethod
+    def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Reports written before these records were typed kept runtime facts in a `details` dict."""
+        details = data.get("details")
+        if not isinstance(details, dict):
+            return data
+        data = {k: v for k, v in data.items() if k != "details"}
+        if "dynamic_batch" in details:
+            data.setdefault("dynamic_batch", details["dynamic_batch"])
+        if isinstance(details.get("op_counts"), dict):
+            data.setdefault("ops", [{"op": k, "count": v} for k, v in details["op_counts"].items()])
+        elif isinstance(details.get("ops"), dict):
+            data.setdefault("ops", [{"op": k, "count": v} for k, v in details["ops"].items()])
+        if isinstance(details.get("float_ops"), dict):
+            data.setdefault("float_ops", [{"op": k, "count": v} for k, v in details["float_ops"].items()])
+        old = details.get("delegation")
+        if isinstance(old, dict):
+            delegated = old.get("delegated_ops") or {}
+            data.setdefault("delegation", {
+                **{k: old[k] for k in ("backend", "subgraphs", "delegated_nodes", "total_nodes", "kernels",
+                                       "kernels_missing_on_host") if k in old},
+                "delegated_ops": [{"op": k, "count": v} for k, v in delegated.items()],
+                "fallback_ops": old.get("portable_ops") or [],
+            })
+        return data
 
 
 @dataclass(frozen=True)
@@ -152,12 +350,22 @@ class Accuracy(Record):
 
 
 @dataclass(frozen=True)
+class CorruptionResult(Record):
+    """Top-1 under one corruption at one severity; `drop` is clean top-1 minus this (fractions)."""
+
+    corruption: str  # "clean" for the uncorrupted data (severity 0)
+    severity: int
+    top1: float
+    drop: float
+
+
+@dataclass(frozen=True)
 class Robustness(Record):
     """Top-1 under fixed, seeded corruptions (noise, blur, brightness) of the eval data, through one runtime."""
 
     artifact: str  # "eager" or an artifact name
     dataset: str
-    rows: tuple[dict[str, Any], ...]  # {corruption, severity, top1, drop}; the first row is the clean data
+    rows: tuple[CorruptionResult, ...]  # the first row is the clean data
 
 
 @dataclass(frozen=True)

@@ -179,7 +179,7 @@ def open_session(runtime: Runtime, artifact: Artifact, threads: int) -> Session:
 
 
 def _eager_outputs(bundle: Any, inputs: np.ndarray) -> np.ndarray:
-    from edgepack.recovery.train import predict
+    from edgepack.training import predict
 
     batch = int(bundle.example_inputs[0].shape[0])
     if bundle.provenance.kind != "pt2" and batch == 1:
@@ -205,7 +205,7 @@ def parity(name: str, session: Session, bundle: Any, data: ArrayDataset) -> Pari
 
 
 def _accuracy(name: str, logits: np.ndarray, data: ArrayDataset) -> Accuracy:
-    from edgepack.recovery.train import topk_accuracy
+    from edgepack.training import topk_accuracy
 
     assert data.labels is not None  # checked when the data was loaded
     logits = logits.reshape(len(logits), -1)
@@ -214,19 +214,19 @@ def _accuracy(name: str, logits: np.ndarray, data: ArrayDataset) -> Accuracy:
 
 
 def robustness(name: str, predict: Any, data: ArrayDataset) -> Robustness:
-    from edgepack.recovery.robustness import robustness as corrupted_accuracy
+    from edgepack.robustness import robustness as corrupted_accuracy
 
     return Robustness(name, data.name, tuple(corrupted_accuracy(predict, data)))
 
 
 def eager_robustness(bundle: Any, data: ArrayDataset) -> Robustness:
-    from edgepack.recovery.robustness import eager_predict
+    from edgepack.robustness import eager_predict
 
     return robustness("eager", eager_predict(bundle.module), data)
 
 
 def artifact_robustness(name: str, session: Session, data: ArrayDataset) -> Robustness:
-    from edgepack.recovery.robustness import session_predict
+    from edgepack.robustness import session_predict
 
     return robustness(name, session_predict(session, batch_size=64), data)
 
@@ -340,7 +340,7 @@ def _remove_previous_artifacts(out: Path, keep: set[str]) -> None:
 
 def publish(report: Report, out: Path, data: BuildData, threads: int, bundle: bool) -> Report:
     """Move artifacts from staging into `out`, then write manifest and reports; report.json goes last."""
-    from edgepack import report as reporting
+    from edgepack.report import render as reporting
 
     out.mkdir(parents=True, exist_ok=True)
     _remove_previous_artifacts(out, {Path(a.path).name for a in report.artifacts})
@@ -352,7 +352,7 @@ def publish(report: Report, out: Path, data: BuildData, threads: int, bundle: bo
     report = replace(report, artifacts=tuple(moved))
     reporting.write_manifest(report, out / "manifest.json", data.calibration)
     if bundle:
-        from edgepack.bundle import write_bundle
+        from edgepack.report.mobile_bundle import write_bundle
 
         write_bundle(report, out, data.calibration, threads)
     reporting.write_markdown(report, out / "report.md")

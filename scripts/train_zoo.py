@@ -12,7 +12,7 @@ import torch
 
 from edgepack.data import digits
 from edgepack.models import zoo
-from edgepack.recovery.train import evaluate, train_classifier
+from edgepack.training import evaluate, train_classifier
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "edgepack" / "models" / "weights"
 RECIPES = {"digits-cnn": dict(epochs=30, lr=3e-3), "digits-vit": dict(epochs=60, lr=2e-3)}

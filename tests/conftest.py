@@ -111,3 +111,19 @@ def digits_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, 
                                       "--eval", "zoo", "--runs", "30", "--out", str(out), "--quiet"])
     report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
     return out, report, result
+
+
+@pytest.fixture(scope="session")
+def digits_split():
+    """The real digits split, loaded once per session."""
+    from edgepack.data import digits
+
+    return digits.load_split()
+
+
+@pytest.fixture()
+def teacher():
+    """A fresh trained digits-cnn (99.4 % held-out); fresh per test because distillation puts it in eval mode."""
+    from edgepack.models import zoo
+
+    return zoo.build("digits-cnn")

@@ -122,7 +122,7 @@ def _count(module: "nn.Module", inputs: tuple["torch.Tensor", ...]) -> tuple[int
 def _accuracy(module: "nn.Module", data: Optional["ArrayDataset"]) -> Optional[float]:
     if data is None or data.labels is None or len(data) == 0:
         return None
-    from edgepack.recovery.train import evaluate
+    from edgepack.training import evaluate
 
     return evaluate(module, data)
 

@@ -10,8 +10,8 @@ from edgepack.compress.finetune import require_training_data
 
 
 def distill_pass(module: nn.Module, config: DistillPassConfig, ctx: PassContext) -> PassResult:
-    from edgepack.recovery.distill import DistillConfig, distill
-    from edgepack.recovery.student import derive_student
+    from edgepack.compress.distillation import DistillConfig, distill
+    from edgepack.compress.student import derive_student
 
     train = require_training_data(ctx, "distill")
     student = derive_student(module, ctx.example_inputs, config.width)

@@ -22,7 +22,7 @@ def require_training_data(ctx: PassContext, what: str) -> ArrayDataset:
 def train_epochs(module: nn.Module, ctx: PassContext, *, epochs: int, lr: float, seed: int, what: str,
                  batch_size: int = 64) -> list[dict[str, float]]:
     """Train in place; returns the mean training loss of each epoch, for the pass record."""
-    from edgepack.recovery.train import train_classifier
+    from edgepack.training import train_classifier
 
     data = require_training_data(ctx, what)
     losses: list[dict[str, float]] = []

@@ -22,7 +22,7 @@ from edgepack.models import zoo
 from edgepack.models.bundle import ModelBundle
 from edgepack.models.outputs import OutputSelector, describe_output
 from edgepack.records import PassRecord, Provenance
-from edgepack.recovery.train import set_eval
+from edgepack.training import set_eval
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from edgepack.errors import UsageError
-from edgepack.runtimes.base import Runtime
+from edgepack.runtimes.base import Runtime, RuntimeBase
 
 # name -> "module:Class"; modules are imported only when the runtime is used, so `edgepack --help` stays light.
 REGISTRY: dict[str, str] = {
@@ -15,8 +15,14 @@ REGISTRY: dict[str, str] = {
 }
 
 
-def get_runtime(name: str) -> Runtime:
+def runtime_class(name: str) -> type[RuntimeBase]:
+    """The runtime's class, for its declared capabilities; importing it imports neither torch nor the runtime."""
     if name not in REGISTRY:
         raise UsageError(f"unknown runtime {name!r}; known runtimes: {', '.join(sorted(REGISTRY))}")
     module_name, cls_name = REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module_name), cls_name)()
+    cls: type[RuntimeBase] = getattr(importlib.import_module(module_name), cls_name)
+    return cls
+
+
+def get_runtime(name: str) -> Runtime:
+    return runtime_class(name)()  # type: ignore[return-value]

@@ -30,13 +30,30 @@ class QatRequest:
 
 
 @dataclass(frozen=True)
+class RuntimeOptions:
+    """Base of every runtime's options: its section under `runtimes:` in a target file, validated on load.
+
+    Each runtime declares a frozen subclass as `options_type`; fields are the keys a target file may set, with their
+    defaults; `__post_init__` raises ValueError naming the valid values, and the target loader turns that into a
+    one-line UsageError naming the file.
+    """
+
+    calibration_samples: int = 128  # size of the seeded, class-stratified calibration subset
+
+    def __post_init__(self) -> None:
+        if isinstance(self.calibration_samples, bool) or not isinstance(self.calibration_samples, int) \
+                or self.calibration_samples < 1:
+            raise ValueError(f"calibration_samples={self.calibration_samples!r} must be a whole number >= 1")
+
+
+@dataclass(frozen=True)
 class ExportRequest:
     """What the pipeline asks a runtime to produce."""
 
     precision: str  # fp32 | int8
     out_dir: Path
     calibration: Optional["ArrayDataset"] = None
-    options: dict[str, Any] = field(default_factory=dict)  # the target file's per-runtime settings
+    options: RuntimeOptions = field(default_factory=RuntimeOptions)  # the target file's settings for this runtime
     parent: Optional["Artifact"] = None  # the fp32 artifact an int8 one derives from, when the runtime uses it
     qat: Optional[QatRequest] = None  # int8 only: train with fake quantization instead of calibrating
 
@@ -56,6 +73,11 @@ class Runtime(Protocol):
     file_format: ClassVar[str]  # onnx | pte | tflite
     extra: ClassVar[str]  # the pip extra that installs it
     modules: ClassVar[tuple[str, ...]]  # python modules it needs
+    # ---- capabilities: what the planner, the bundle and the device layer ask of a runtime, declared here only
+    options_type: ClassVar[type[RuntimeOptions]]  # its target-file options
+    int8_from: ClassVar[str]  # "eager": int8 is exported from the PyTorch model; "fp32": from this runtime's fp32 file
+    supports_qat: ClassVar[bool]  # has a quantization-aware training path (--qat)
+    phone_runner: ClassVar[Optional[str]]  # the native runner that measures it on a phone over adb; None: host only
 
     def missing(self) -> list[str]:
         """Why this runtime cannot run here (empty when it can)."""
@@ -74,13 +96,21 @@ class Runtime(Protocol):
 
 
 class RuntimeBase:
-    """What every runtime answers the same way: missing libraries and their versions, from its class attributes."""
+    """What every runtime answers the same way: missing libraries and their versions, from its class attributes.
+
+    Importing a runtime module must not import torch or the runtime's own libraries: the planner reads these class
+    attributes in milliseconds, before any heavy import.
+    """
 
     name: ClassVar[str]
     file_format: ClassVar[str]
     extra: ClassVar[str]
     modules: ClassVar[tuple[str, ...]]  # python modules it imports
     distributions: ClassVar[tuple[str, ...]]  # the installed packages whose versions a report records
+    options_type: ClassVar[type[RuntimeOptions]] = RuntimeOptions
+    int8_from: ClassVar[str] = "eager"
+    supports_qat: ClassVar[bool] = False
+    phone_runner: ClassVar[Optional[str]] = None
 
     def missing(self) -> list[str]:
         return missing_modules(self.modules, self.extra)

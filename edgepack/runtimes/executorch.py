@@ -306,7 +306,7 @@ def _explain_load_error(exc: BaseException) -> str:
 
 def _qat_program(bundle: "ModelBundle", request: ExportRequest) -> Any:
     """PT2E quantization-aware training with the same XNNPACK quantizer, as a program ready for lowering."""
-    from edgepack.recovery.qat import qat_xnnpack
+    from edgepack.runtimes.qat import qat_xnnpack
 
     qat = request.qat
     assert qat is not None

@@ -43,7 +43,7 @@ class OnnxRuntime(RuntimeBase):
                     details["simplify"] = _simplify_if_equal(tmp, bundle, notes)
             scheme = "fp32"
         elif request.qat is not None:
-            from edgepack.recovery.qat import ONNX_SCHEME, qat_onnx
+            from edgepack.runtimes.qat import ONNX_SCHEME, qat_onnx
 
             qat = request.qat
             with atomic_path(final) as tmp:

@@ -6,7 +6,7 @@ from torch import nn
 
 from edgepack.errors import UsageError
 from edgepack.models import zoo
-from edgepack.recovery.student import (StudentChoice, assistant_for, count_params, derive_student, make_student,
+from edgepack.compress.student import (StudentChoice, assistant_for, count_params, derive_student, make_student,
                                        parse_student)
 
 EXAMPLE = (torch.zeros(1, 1, 8, 8),)

@@ -12,9 +12,9 @@ from torch import nn
 from edgepack.errors import UsageError
 from edgepack.models.architectures import DigitsCNN
 from edgepack.records import PassRecord
-from edgepack.recovery.distill import DistillConfig, distill, kd_loss
-from edgepack.recovery.student import stage_count
-from edgepack.recovery.train import evaluate, train_classifier
+from edgepack.compress.distillation import DistillConfig, distill, kd_loss
+from edgepack.compress.student import stage_count
+from edgepack.training import evaluate, train_classifier
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgepack.errors import UsageError
-from edgepack.recovery.robustness import CORRUPTIONS, corrupt, eager_predict, robustness, session_predict
+from edgepack.robustness import CORRUPTIONS, corrupt, eager_predict, robustness, session_predict
 
 
 def test_accuracy_decreases_with_severity(digits_split, teacher):

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from edgepack.errors import MissingDependency, UsageError
-from edgepack.recovery.train import set_eval
+from edgepack.training import set_eval
 
 
 @dataclass(frozen=True)

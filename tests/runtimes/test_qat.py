@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from edgepack.errors import UsageError
-from edgepack.recovery.qat import QATConfig, compare_ptq_qat, qat_xnnpack
-from edgepack.recovery.train import topk_accuracy
+from edgepack.runtimes.qat import QATConfig, compare_ptq_qat, qat_xnnpack
+from edgepack.training import topk_accuracy
 
 
 @pytest.mark.slow

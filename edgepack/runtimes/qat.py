@@ -26,7 +26,7 @@ from torch import nn
 from edgepack.data.dataset import ArrayDataset
 from edgepack.errors import MissingDependency, UsageError
 from edgepack.fileio import atomic_path
-from edgepack.recovery.train import predict, set_eval, topk_accuracy, train_classifier
+from edgepack.training import predict, set_eval, topk_accuracy, train_classifier
 
 if TYPE_CHECKING:
     from torch.export import ExportedProgram

@@ -87,7 +87,7 @@ def robustness(predict: PredictFn, data: ArrayDataset, *, corruptions: Optional[
 
 def eager_predict(module: Any, batch_size: int = 256) -> PredictFn:
     """A PredictFn for an eager torch module."""
-    from edgepack.recovery.train import predict
+    from edgepack.training import predict
 
     return lambda inputs: predict(module, inputs, batch_size)
 

@@ -18,8 +18,8 @@ from torch.nn import functional as F
 from edgepack.data.dataset import ArrayDataset
 from edgepack.errors import UsageError
 from edgepack.records import PassRecord
-from edgepack.recovery.student import assistant_for, count_params, stage_count
-from edgepack.recovery.train import evaluate, set_eval, train_classifier
+from edgepack.compress.student import assistant_for, count_params, stage_count
+from edgepack.training import evaluate, set_eval, train_classifier
 
 FeaturePairs = Union[Mapping[str, str], Sequence[Sequence[str]]]
 
