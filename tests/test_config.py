@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgepack.config import load_target, merge_budgets, parse_budget, parse_input_shape, target_budgets
+from edgepack.budgets import merge_budgets, parse_budget
+from edgepack.config import load_target, parse_input_shape, target_budgets
 from edgepack.errors import UsageError
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgepack.config import parse_budget
+from edgepack.budgets import parse_budget
 from edgepack.gates import delegation_budget, judge
 from edgepack.records import Accuracy, Artifact, Measurement, Provenance, Report, TensorSpec
 
