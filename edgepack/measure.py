@@ -16,10 +16,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from edgepack.errors import ToolError
 from edgepack.records import Measurement
+
+if TYPE_CHECKING:
+    from edgepack.plan import MeasurePlan
+    from edgepack.records import Artifact
 
 RESULT_PREFIX = "EDGEPACK_MEASURE "
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -47,6 +51,38 @@ def host_cpu() -> str:
 def host_info() -> dict[str, Any]:
     return {"machine": platform.machine(), "cpu": host_cpu(), "logical_cpus": os.cpu_count(),
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
+
+
+def where_label(target_arch: str) -> str:
+    """"host x86_64 (CPU)", marked as a proxy when the target runs on another architecture."""
+    machine = platform.machine()
+    arch_aliases = {"arm64": ("arm64", "aarch64"), "x86_64": ("x86_64", "amd64")}
+    label = f"host {machine} ({host_cpu()})"
+    if target_arch and machine.lower() not in arch_aliases.get(target_arch, (target_arch,)):
+        label += f" (proxy for {target_arch})"
+    return label
+
+
+class Measurer:
+    """Times artifacts where the plan says: in a child process on this host, or on a phone over adb with the
+    runtime's runner binary."""
+
+    def __init__(self, plan: "MeasurePlan", target_arch: str) -> None:
+        self.plan = plan
+        self.label = "host" if plan.on_host else plan.device
+        self.where = where_label(target_arch) if plan.on_host else ""
+        self._device: Any = None
+        if not plan.on_host:
+            from edgepack.device.adb import AdbDevice
+
+            self._device = AdbDevice.resolve(plan.device)
+
+    def measure(self, artifact: "Artifact", input_shapes: Sequence[Sequence[int]]) -> Measurement:
+        p = self.plan
+        if self._device is not None:
+            return self._device.measure(artifact, p.runner(artifact.runtime), p.threads, p.warmup, p.runs)
+        spec = MeasureSpec(artifact.runtime, p.threads, p.runs, p.warmup, self.where)
+        return measure_artifact(artifact.name, Path(artifact.path), input_shapes, spec)
 
 
 def measure_artifact(artifact_name: str, path: Path, input_shapes: Sequence[Sequence[int]], spec: MeasureSpec,

@@ -1,181 +1,176 @@
-"""Orchestration of `edgepack build`: the order of stages, staging of outputs, progress. No stage logic lives here."""
+"""Executing a BuildPlan: the order of stages, staging of outputs, progress. Decisions live in plan.py, stage logic in
+the services (loading, compress, exporting, evaluate, measure, report.publish); this module only runs them in order.
+
+`compress_model` is the same machinery for `edgepack compress` and `edgepack distill`: load, run passes, save a .pt2.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import os
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from edgepack import __version__
-from edgepack.config import Target, load_target, merge_budgets, target_budgets
-from edgepack.errors import UsageError
-from edgepack.records import Accuracy, Artifact, Budget, Measurement, Parity, Report, Robustness
+from edgepack.plan import EAGER, BuildPlan, check_writable
+from edgepack.progress import Progress, SilentProgress
+from edgepack.records import Accuracy, Artifact, Measurement, Parity, Provenance, Report, Robustness
 
-PARITY_SAMPLES = 256
-
-
-class Progress(Protocol):
-    def stage(self, text: str) -> contextlib.AbstractContextManager[None]: ...
-
-    def warn(self, text: str) -> None: ...
-
-
-class SilentProgress:
-    @contextlib.contextmanager
-    def stage(self, text: str) -> Iterator[None]:
-        yield
-
-    def warn(self, text: str) -> None:
-        pass
+if TYPE_CHECKING:
+    from edgepack.compress import PassConfig
+    from edgepack.data.dataset import ArrayDataset
+    from edgepack.loading import BuildData
+    from edgepack.models.bundle import ModelBundle
+    from edgepack.models.request import ModelRequest
+    from edgepack.runtimes.base import QatRequest
 
 
-@dataclass(frozen=True)
-class BuildRequest:
-    model: Any  # models.loader.ModelRequest
-    target: str
-    runtimes: Optional[tuple[str, ...]] = None  # None: the target's defaults; ("all",): every runtime it lists
-    precision: Optional[str] = None
-    calibration: Optional[str] = None
-    calibration_samples: Optional[int] = None  # None: the largest the target's runtimes ask for
-    eval: Optional[str] = None
-    train: Optional[str] = None
-    threads: Optional[int] = None
-    runs: Optional[int] = None
-    out: Optional[Path] = None
-    budgets: tuple[Budget, ...] = ()
-    passes: tuple[Any, ...] = ()  # compression pass configs, applied in order
-    require_full_delegation: bool = False
-    bundle: Optional[bool] = None  # None: the target's setting
-    device: Optional[str] = None  # "host", "adb" or "adb:SERIAL"; None: the target's
-    runners: tuple[tuple[str, str], ...] = ()  # (runtime, path of its arm64 runner binary) for device measurements
-    qat_epochs: Optional[int] = None  # quantization-aware training instead of calibration only
-    robustness: bool = False  # accuracy under corruptions of the eval data, for eager and every artifact
-
-
-def resolve_runtimes(target: Target, requested: Optional[Sequence[str]]) -> list[str]:
-    names = [r.name for r in target.runtimes]
-    if not requested:
-        return list(target.default_runtimes)
-    if tuple(requested) == ("all",):
-        return names
-    unknown = [r for r in requested if r not in names]
-    if unknown:
-        raise UsageError(f"target {target.name} cannot use runtime {unknown[0]!r}; it lists: {', '.join(names)} "
-                         f"(or 'all')")
-    return list(requested)
-
-
-def default_out_dir(model_name: str, target_name: str) -> Path:
-    return Path("build") / model_name / target_name
-
-
-def check_writable(out: Path) -> None:
-    """Fail before any work if the output directory cannot be created or written."""
-    probe_root = out
-    while not probe_root.exists():
-        probe_root = probe_root.parent
-    if not probe_root.is_dir() or not os.access(probe_root, os.W_OK):
-        raise UsageError(f"--out {out}: {probe_root} is not a writable directory; choose a writable --out")
-
-
-def build(request: BuildRequest, progress: Optional[Progress] = None) -> Report:
-    """Run every stage; write outputs into a staging directory and move them into place only at the end."""
-    from edgepack import stages
+def execute(plan: BuildPlan, progress: Optional[Progress] = None) -> Report:
+    """Run every stage of the plan; outputs are written into a staging directory and moved into place at the end."""
+    from edgepack import evaluate, exporting
+    from edgepack.gates import judge
+    from edgepack.loading import load_build_data, load_bundle
+    from edgepack.measure import Measurer, host_info
+    from edgepack.runtimes import get_runtime
 
     progress = progress or SilentProgress()
-    target = load_target(request.target)
-    runtime_names = resolve_runtimes(target, request.runtimes)
-    runtimes = stages.available_runtimes(runtime_names)
-    precision = request.precision or target.precision
-    budgets = merge_budgets(target_budgets(target), list(request.budgets))
-    if request.require_full_delegation:
-        from edgepack.gates import delegation_budget
-
-        budgets.append(delegation_budget())
-    if any(b.metric == "accuracy_drop" for b in budgets) and not request.eval:
-        raise UsageError("--max-accuracy-drop needs --eval DATA (labelled data to measure accuracy on)")
-    if request.robustness and not request.eval:
-        raise UsageError("--robustness needs --eval DATA (labelled data to corrupt and measure accuracy on)")
-    if request.out is not None:
-        check_writable(request.out)
-    warnings: list[str] = []
-    # a phone and its runners are checked before any export, so a missing one fails in a second, not minutes
-    measurer = stages.measurer(target, request.device, dict(request.runners), runtime_names,
-                               request.threads or target.threads, request.runs or target.runs, warnings)
-
+    warnings = list(plan.warnings)
+    measurer = Measurer(plan.measure, plan.target.arch)
+    runtimes = {rt.name: get_runtime(rt.name) for rt in plan.runtimes}
     with progress.stage("loading model"):
-        bundle, zoo_entry = stages.load(request.model)
-    out = request.out or default_out_dir(bundle.name, target.name)
-    check_writable(out)
+        model = load_bundle(plan.model)
+    out = plan.out_dir(model.bundle.name)
+    check_writable(out, "--out")
     with progress.stage("loading data"):
-        data = stages.load_data(request, bundle, zoo_entry, target, runtime_names, precision, warnings)
-    original_accuracy: list[Accuracy] = []
-    if request.passes:
+        data = load_build_data(plan.data, model, plan.precision == "int8", warnings)
+    bundle = model.bundle
+    accuracy: list[Accuracy] = []
+    if plan.passes:
         if data.eval is not None:
             with progress.stage("accuracy of the original model"):
-                original_accuracy.append(replace(stages.eager_accuracy(bundle, data.eval), artifact="original"))
-        with progress.stage(f"compressing ({len(request.passes)} pass(es))"):
-            bundle = stages.compress(bundle, request.passes, data)
-    qat = stages.qat_request(request.qat_epochs, precision, data)
+                accuracy.append(evaluate.eager_accuracy(bundle, data.eval, name="original"))
+        bundle = _compress(bundle, plan.passes, data.train, data.eval, progress, plan.model)
+    qat = _qat_request(plan, data)
 
-    threads = measurer.threads
+    threads = plan.measure.threads
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
-        artifacts: list[Artifact] = []
-        shipping: list[str] = []
+        artifacts: dict[str, Artifact] = {}
         parity: list[Parity] = []
-        accuracy: list[Accuracy] = list(original_accuracy)
         robustness: list[Robustness] = []
         measurements: list[Measurement] = []
         if data.eval is not None:
             with progress.stage("accuracy of the eager model"):
-                accuracy.append(stages.eager_accuracy(bundle, data.eval))
-                if request.robustness:
-                    robustness.append(stages.eager_robustness(bundle, data.eval))
-        for runtime in runtimes:
-            settings = target.runtime(runtime.name)
-            plans = stages.export_plans(runtime.name, precision, qat, warnings)
-            previous: Optional[Artifact] = None
-            for prec, plan_qat in plans:
-                with progress.stage(f"{runtime.name}: exporting {prec}{' with QAT' if plan_qat else ''}"):
-                    artifact = stages.export(runtime, bundle, prec, staging, data.calibration, settings.options,
-                                             previous, plan_qat)
-                artifacts.append(artifact)
-                previous = artifact
-            # the last plan ships: int8-qat over int8 (PTQ, kept as reference), int8 over fp32
-            shipping.append(artifacts[-1].name)
-            for artifact in artifacts[-len(plans):]:
+                accuracy.append(evaluate.eager_accuracy(bundle, data.eval))
+                if plan.robustness:
+                    robustness.append(evaluate.eager_robustness(bundle, data.eval))
+        for planned in plan.runtimes:
+            runtime = runtimes[planned.name]
+            for step in plan.steps_of(planned.name):
+                with progress.stage(f"{planned.name}: exporting {step.precision}{' with QAT' if step.qat else ''}"):
+                    parent = None if step.parent == EAGER else artifacts[step.parent]
+                    artifacts[step.artifact] = exporting.export(runtime, bundle, step, staging, data.calibration,
+                                                                planned.options, parent, qat)
+            for step in plan.steps_of(planned.name):
+                artifact = artifacts[step.artifact]
                 with progress.stage(f"{artifact.name}: parity against eager"):
-                    session = stages.open_session(runtime, artifact, threads)
-                    parity.append(stages.parity(artifact.name, session, bundle, data.parity))
+                    session = exporting.open_session(runtime, artifact, threads)
+                    parity.append(evaluate.parity(artifact.name, session, bundle, data.parity))
                     if data.eval is not None:
-                        accuracy.append(stages.artifact_accuracy(artifact.name, session, data.eval))
-                    if request.robustness and data.eval is not None:
-                        robustness.append(stages.artifact_robustness(artifact.name, session, data.eval))
-                with progress.stage(f"{artifact.name}: measuring on {measurer.label} ({measurer.runs} runs, "
+                        accuracy.append(evaluate.artifact_accuracy(artifact.name, session, data.eval))
+                        if plan.robustness:
+                            robustness.append(evaluate.artifact_robustness(artifact.name, session, data.eval))
+                with progress.stage(f"{artifact.name}: measuring on {measurer.label} ({plan.measure.runs} runs, "
                                     f"{threads} thread(s))"):
                     measurements.append(measurer.measure(artifact, bundle.provenance.input_shapes))
         report = Report(
             edgepack_version=__version__,
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            target=target.name, out_dir=str(out), model=bundle.provenance, shipping=tuple(shipping),
-            artifacts=tuple(artifacts), parity=tuple(parity), accuracy=tuple(accuracy),
-            robustness=tuple(robustness),
-            measurements=tuple(measurements), budgets=tuple(budgets), warnings=tuple(warnings),
-            versions=stages.versions(runtimes), host=stages.host(),
+            target=plan.target.name, out_dir=str(out), model=bundle.provenance, shipping=plan.shipping,
+            artifacts=tuple(artifacts.values()), parity=tuple(parity), accuracy=tuple(accuracy),
+            robustness=tuple(robustness), measurements=tuple(measurements), budgets=plan.budgets,
+            warnings=tuple(warnings), versions=_versions(runtimes.values()), host=host_info(),
         )
-        from edgepack.gates import judge
-
         report = replace(report, verdicts=tuple(judge(report)))
         with progress.stage("writing report"):
-            want_bundle = target.bundle if request.bundle is None else request.bundle
-            report = stages.publish(report, out, data, threads, want_bundle)
+            from edgepack.report.publish import publish
+
+            report = publish(report, out, data.calibration, threads, plan.bundle, progress.warn)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+def compress_model(model_request: "ModelRequest", passes: Sequence["PassConfig"], train_spec: Optional[str],
+                   eval_spec: Optional[str], out: Path, progress: Optional[Progress] = None) -> Provenance:
+    """`edgepack compress` and `edgepack distill`: run passes on a model and save it as a .pt2 with its history."""
+    from edgepack.loading import DataResolver, load_bundle
+
+    progress = progress or SilentProgress()
+    check_writable(out.parent, "--out")
+    with progress.stage("loading model"):
+        model = load_bundle(model_request)
+    with progress.stage("loading data"):
+        train, evaluation = DataResolver(model).training_data(train_spec, eval_spec, needs_training=True)
+    compressed = _compress(model.bundle, passes, train, evaluation, progress, model_request)
+    save_pt2(compressed, out, progress)
+    return compressed.provenance
+
+
+def save_pt2(bundle: "ModelBundle", out: Path, progress: Progress) -> None:
+    """The model as a torch.export program, and its provenance (with every pass record) beside it as .json."""
+    import json
+
+    import torch
+
+    from edgepack.errors import ToolError, one_line
+    from edgepack.fileio import atomic_path, atomic_write_text
+    from edgepack.quiet import captured
+
+    with progress.stage(f"saving {out.name}"), captured():
+        try:
+            program = torch.export.export(bundle.module, bundle.example_inputs)
+        except Exception as exc:
+            raise ToolError(f"torch.export could not capture the model: {one_line(exc)}") from None
+        with atomic_path(out) as tmp:
+            torch.export.save(program, str(tmp))
+        atomic_write_text(out.with_suffix(".json"), json.dumps(bundle.provenance.to_dict(), indent=2) + "\n")
+
+
+def _compress(bundle: "ModelBundle", passes: Sequence["PassConfig"], train: Optional["ArrayDataset"],
+              evaluation: Optional["ArrayDataset"], progress: Progress, model_request: "ModelRequest") -> "ModelBundle":
+    from edgepack.compress import apply_passes
+    from edgepack.quiet import captured
+
+    def load_model(spec: str) -> Any:
+        """A model named inside a pass (a distillation student), loaded like --model."""
+        from edgepack.loading import load_bundle
+
+        return load_bundle(replace(model_request, spec=spec, factory=None, trust_checkpoint=False)).bundle.module
+
+    with progress.stage(f"compressing ({len(passes)} pass(es))"), captured():
+        return apply_passes(bundle, list(passes), train=train, eval=evaluation, progress=progress.say,
+                            load_model=load_model)
+
+
+def _qat_request(plan: BuildPlan, data: "BuildData") -> Optional["QatRequest"]:
+    if plan.qat_epochs is None:
+        return None
+    from edgepack.errors import UsageError
+    from edgepack.runtimes.base import QatRequest
+
+    if data.train is None:
+        raise UsageError("--qat needs labelled training data: --train DATA (zoo models use their own split)")
+    return QatRequest(data.train, plan.qat_epochs)
+
+
+def _versions(runtimes: Any) -> dict[str, str]:
+    from edgepack.runtimes.base import package_versions
+
+    out = {"edgepack": __version__, **package_versions("torch", "numpy")}
+    for rt in runtimes:
+        out.update(rt.versions())
+    return out

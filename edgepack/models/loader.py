@@ -21,16 +21,9 @@ from edgepack.errors import UsageError, one_line
 from edgepack.models import zoo
 from edgepack.models.bundle import ModelBundle
 from edgepack.models.outputs import OutputSelector, describe_output
+from edgepack.models.request import ModelRequest
 from edgepack.records import PassRecord, Provenance
 from edgepack.training import set_eval
-
-
-@dataclass(frozen=True)
-class ModelRequest:
-    spec: str
-    input_shape: Optional[tuple[int, ...]] = None
-    factory: Optional[str] = None
-    trust_checkpoint: bool = False
 
 
 @dataclass(frozen=True)

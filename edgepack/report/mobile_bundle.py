@@ -12,7 +12,7 @@ from typing import Optional
 from edgepack.data.dataset import ArrayDataset
 from edgepack.fileio import atomic_path, atomic_write_text
 from edgepack.records import Artifact, Report
-from edgepack.report.render import manifest
+from edgepack.report.manifest import manifest
 
 KOTLIN = {
     "pte": """\

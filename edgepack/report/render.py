@@ -1,4 +1,4 @@
-"""Writing reports: report.json (every record), report.md (the table), manifest.json (what an app needs)."""
+"""Rendering a report: report.json (every record), report.md (tables a person reads), and the rows the CLI prints."""
 
 from __future__ import annotations
 
@@ -14,42 +14,6 @@ from edgepack.records import Report
 
 def write_json(report: Report, path: Path) -> None:
     atomic_write_text(path, report.to_json() + "\n")
-
-
-def manifest(report: Report, calibration: Optional[ArrayDataset] = None) -> dict[str, Any]:
-    model = report.model
-    return {
-        "model": model.model_name,
-        "source": model.source,
-        "target": report.target,
-        "output_taken": model.output_taken,
-        "preprocessing": model.preprocessing,
-        "labels": list(model.labels),
-        "calibration": None if calibration is None else {"source": calibration.name, "samples": len(calibration),
-                                                         "synthetic": calibration.synthetic},
-        "artifacts": [
-            {
-                "file": Path(a.path).name,
-                "format": a.format,
-                "runtime": a.runtime,
-                "precision": a.precision,
-                "scheme": a.scheme,
-                "size_bytes": a.size_bytes,
-                "sha256": a.sha256,
-                "inputs": [i.to_dict() for i in a.inputs],
-                "outputs": [o.to_dict() for o in a.outputs],
-                "shipping": a.name in report.shipping,
-            }
-            for a in report.artifacts
-        ],
-        "versions": report.versions,
-        "edgepack_version": report.edgepack_version,
-        "created": report.created,
-    }
-
-
-def write_manifest(report: Report, path: Path, calibration: Optional[ArrayDataset] = None) -> None:
-    atomic_write_text(path, json.dumps(manifest(report, calibration), indent=2) + "\n")
 
 
 def _pct(x: Optional[float]) -> str:
@@ -170,7 +134,7 @@ def robustness_table(report: Report) -> list[str]:
     cells: dict[tuple[str, int], dict[str, float]] = {}
     for r in report.robustness:
         for row in r.rows:
-            cells.setdefault((row["corruption"], row["severity"]), {})[r.artifact] = row["top1"]
+            cells.setdefault((row.corruption, row.severity), {})[r.artifact] = row.top1
     lines = ["## Robustness (top-1 on corrupted eval data)", "",
              "| corruption | severity | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for (corruption, severity), values in cells.items():

@@ -1,0 +1,110 @@
+"""`edgepack build`: compress, export, quantize, verify, measure and budget-gate a model for a target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from edgepack.cli.options import (EXIT_CODE_HELP, LATENCY_STAT_CHOICE, budget_options, budgets_given,
+                                  compression_options, model_options, model_request, pass_configs)
+from edgepack.errors import UsageError
+
+
+
+@click.command("build", epilog=EXIT_CODE_HELP)
+@model_options
+@click.option("--target", default="x86-cpu", show_default=True, metavar="NAME|FILE.yaml",
+              help="A bundled target (see `edgepack targets`) or a path to your own target file.")
+@click.option("--runtime", "runtimes", multiple=True, metavar="NAME",
+              help="Runtime(s) to build for: onnxruntime, executorch, litert, or all. Default: the target's.")
+@click.option("--precision", type=click.Choice(["int8", "fp32"]), help="Shipped precision (default: the target's, "
+              "int8). The fp32 artifact is always kept for comparison.")
+@budget_options
+@click.option("--latency-stat", type=LATENCY_STAT_CHOICE, help="Statistic --max-latency checks (default: the "
+              "target's, p90).")
+@click.option("--require-full-delegation", is_flag=True, help="Fail (exit 3) if any op of an ExecuTorch artifact "
+              "stays outside the XNNPACK delegate.")
+@click.option("--qat", "qat_epochs", type=int, metavar="EPOCHS", help="Quantization-aware training (PT2E) for the "
+              "runtimes that have it (ONNX Runtime, ExecuTorch), on --train data; the post-training int8 artifact "
+              "is kept beside it for comparison.")
+@click.option("--robustness", is_flag=True, help="Accuracy under Gaussian noise, blur and brightness shifts (3 "
+              "severities, seeded) of the --eval data, for eager PyTorch and every artifact.")
+@click.option("--bundle/--no-bundle", "bundle", default=None, help="Write the mobile-ready bundle/ and bundle.zip "
+              "(default: the target's setting; on for android-arm64).")
+@click.option("--calibration", metavar="DATA", help="INT8 calibration data: .npz (x[, y]), an image folder, or zoo. "
+              "Default: the zoo model's training split, else synthetic inputs (with a warning).")
+@click.option("--calibration-samples", type=int, metavar="N", help="How many calibration samples (a seeded, "
+              "class-stratified subset; default: the target's, 256 for ONNX Runtime, 128 for the mobile runtimes).")
+@click.option("--eval", "eval_data", metavar="DATA", help="Labelled data to measure accuracy through every artifact's "
+              "runtime: .npz (x, y), an image folder, or zoo (held-out split).")
+@compression_options
+@click.option("--device", metavar="host|adb|adb:SERIAL", help="Where to measure: this host (default), or an "
+              "Android phone over adb (needs --runner).")
+@click.option("--runner", "runners", multiple=True, metavar="RUNTIME=PATH", help="arm64 runner binary for --device "
+              "adb: executorch=path/to/executor_runner, litert=path/to/benchmark_model (or set in the target file).")
+@click.option("--threads", type=int, help="Intra-op threads for every runtime (default: the target's, 1 on x86-cpu).")
+@click.option("--runs", type=int, help="Timed runs per artifact after warm-up (default: the target's, >= 50).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory "
+              "(default build/<model>/<target>).")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json on stdout instead of the table.")
+@click.option("--quiet", is_flag=True, help="No progress on stderr (results and warnings are still printed).")
+def command(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str], target: str,
+            runtimes: tuple[str, ...], precision: Optional[str], latency_stat: Optional[str],
+            require_full_delegation: bool, qat_epochs: Optional[int], robustness: bool, bundle: Optional[bool],
+            calibration: Optional[str], calibration_samples: Optional[int], eval_data: Optional[str],
+            device: Optional[str], runners: tuple[str, ...], threads: Optional[int], runs: Optional[int],
+            out: Optional[Path], as_json: bool, quiet: bool, **options: Any) -> None:
+    """Compress, export, quantize, verify, measure and budget-gate a model for a target."""
+    from edgepack.cli.output import Output
+    from edgepack.config import load_target
+    from edgepack.plan import BuildRequest, plan
+
+    target_file = load_target(target)
+    runtime_list = tuple(r.strip() for item in runtimes for r in item.split(",") if r.strip()) or None
+    if runtimes and runtime_list is None:
+        raise UsageError("--runtime is empty; name a runtime (see `edgepack targets`) or all")
+    request = BuildRequest(
+        model=model_request(model_spec, factory, trust_checkpoint, input_shape), target=target,
+        runtimes=runtime_list, precision=precision, calibration=calibration,
+        calibration_samples=calibration_samples, eval=eval_data, train=options.get("train"), threads=threads,
+        runs=runs, out=out, budgets=tuple(budgets_given(options, latency_stat or target_file.latency_stat)),
+        passes=pass_configs(options), require_full_delegation=require_full_delegation, bundle=bundle,
+        device=device, runners=runner_pairs(runners), qat_epochs=qat_epochs, robustness=robustness,
+    )
+    build_plan = plan(request, target_file)  # every model-free check, before torch is imported
+
+    from edgepack.pipeline import execute
+
+    output = Output(quiet)
+    report = execute(build_plan, output)
+    print_report(report, as_json, output)
+
+
+def runner_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for value in values:
+        runtime, sep, path = value.partition("=")
+        if not sep or not runtime or not path:
+            raise UsageError(f"--runner {value!r}: write RUNTIME=PATH, e.g. executorch=./executor_runner")
+        pairs.append((runtime, path))
+    return tuple(pairs)
+
+
+def print_report(report: Any, as_json: bool, output: Any) -> None:
+    from edgepack.report.render import artifact_rows, failures, fastest_within_budgets
+
+    if as_json:
+        output.json(report.to_json())
+    else:
+        output.table(f"{report.model.model_name} → {report.target} ({report.out_dir})", artifact_rows(report))
+        fastest = fastest_within_budgets(report)
+        if fastest and len(report.shipping) > 1:
+            output.result(fastest)
+    for warning in report.warnings:
+        output.failure(f"warning: {warning}")
+    for line in failures(report):
+        output.failure(f"budget failed: {line}")
+    if not report.passed:
+        raise click.exceptions.Exit(3)

@@ -1,0 +1,103 @@
+"""Options several commands share: the model, budgets, and the compression passes (generated from the pass registry,
+so a new pass gets its `--<kind>` option without an edit here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import click
+
+from edgepack.errors import EXIT_CODES, UsageError
+
+EXIT_CODE_HELP = "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()) + "."
+
+BUDGET_HELP = {
+    "size": "Size budget: bytes of each shipped artifact file, e.g. 100MB, 512KiB.",
+    "latency": "Latency budget on the measured latency statistic (--latency-stat, default from the target: p90), "
+               "e.g. 20ms, 800us.",
+    "memory": "Memory budget: peak RSS of the measuring process over a baseline process that loads no model, "
+              "e.g. 200MB.",
+    "accuracy": "Accuracy budget: top-1 drop of each shipped artifact against the model as given, in eager PyTorch "
+                "(before any compression pass), in percentage points, e.g. 1pp. Needs --eval.",
+}
+LATENCY_STAT_CHOICE = click.Choice(["p50", "p90", "p99", "mean"])
+
+
+def _apply(fn: Callable, options: list[Callable]) -> Callable:
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def model_options(fn: Callable) -> Callable:
+    return _apply(fn, [
+        click.option("--model", "model_spec", required=True, metavar="SPEC",
+                     help="zoo:NAME, path/to/file.py:callable, package.module:callable, a torch.export .pt2, "
+                          "or a checkpoint .pt with --factory."),
+        click.option("--factory", metavar="SPEC", help="file.py:callable building the architecture for a state-dict "
+                                                      "checkpoint (loaded with weights_only=True)."),
+        click.option("--trust-checkpoint", is_flag=True, help="Unpickle a whole Module from the checkpoint "
+                                                              "(runs code from the file: only for files you trust)."),
+        click.option("--input-shape", metavar="NxCxHxW", help="Example input shape, e.g. 1x3x224x224 (batch "
+                                                              "included). Default: what the model or zoo declares."),
+    ])
+
+
+def budget_options(fn: Callable) -> Callable:
+    return _apply(fn, [
+        click.option("--budget", "size_budget", metavar="SIZE", help=BUDGET_HELP["size"]),
+        click.option("--max-latency", metavar="TIME", help=BUDGET_HELP["latency"]),
+        click.option("--max-memory", metavar="SIZE", help=BUDGET_HELP["memory"]),
+        click.option("--max-accuracy-drop", metavar="PP", help=BUDGET_HELP["accuracy"]),
+    ])
+
+
+def budgets_given(kw: dict[str, Any], latency_stat: str) -> list[Any]:
+    from edgepack.budgets import optional_budget
+
+    return (optional_budget("size", kw.get("size_budget")) + optional_budget("latency", kw.get("max_latency"),
+                                                                            latency_stat)
+            + optional_budget("memory", kw.get("max_memory"))
+            + optional_budget("accuracy_drop", kw.get("max_accuracy_drop")))
+
+
+def _pass_param(kind: str) -> str:
+    return "pass_" + kind.replace("-", "_")
+
+
+def compression_options(fn: Callable) -> Callable:
+    from edgepack.compress import registered_passes
+
+    options = [click.option(f"--{cls.kind}", _pass_param(cls.kind), metavar=cls.metavar, help=cls.help)
+               for cls in registered_passes()]
+    options += [
+        click.option("--allow-sparse", is_flag=True, help="Allow --sparse."),
+        click.option("--train", metavar="DATA", help="Labelled training data for fine-tuning and data-driven passes: "
+                     ".npz, image folder, or zoo (default for zoo models: their training split)."),
+        click.option("--recipe", type=click.Path(dir_okay=False), help="YAML file listing passes in order "
+                     "(replaces the pass options above)."),
+    ]
+    return _apply(fn, options)
+
+
+def pass_configs(kw: dict[str, Any]) -> tuple[Any, ...]:
+    """Compression options -> pass configs, in the registry's order (or the recipe's)."""
+    from edgepack.compress import parse_pass, parse_recipe, registered_passes
+
+    given = [(cls.kind, kw.get(_pass_param(cls.kind))) for cls in registered_passes()]
+    given = [(kind, value) for kind, value in given if value is not None]
+    allow_sparse = bool(kw.get("allow_sparse"))
+    if kw.get("recipe"):
+        if given:
+            raise UsageError(f"--recipe replaces the pass options; drop --{given[0][0]} or put it in the recipe")
+        return tuple(parse_recipe(Path(kw["recipe"]), allow_sparse=allow_sparse))
+    return tuple(parse_pass(kind, str(value), allow_sparse=allow_sparse) for kind, value in given)
+
+
+def model_request(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str]) -> Any:
+    from edgepack.config import parse_input_shape
+    from edgepack.models.request import ModelRequest
+
+    shape = parse_input_shape(input_shape) if input_shape is not None else None
+    return ModelRequest(model_spec, shape, factory, trust_checkpoint)

@@ -1,0 +1,25 @@
+"""`edgepack targets`: the bundled targets and whether each runtime can run on this machine."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("targets")
+def command() -> None:
+    """List the bundled targets and whether each runtime can run on this machine."""
+    from edgepack.cli.output import Output
+    from edgepack.config import bundled_target_files, parse_target
+    from edgepack.runtimes import get_runtime
+
+    output = Output()
+    for _name, path in sorted(bundled_target_files().items()):
+        target = parse_target(path)
+        output.result(f"{target.name}: {target.description}")
+        output.result(f"  precision {target.precision}, {target.threads} thread(s), default runtime(s): "
+                      f"{', '.join(target.default_runtimes)}")
+        for settings in target.runtimes:
+            missing = get_runtime(settings.name).missing()
+            state = "ready" if not missing else "unavailable: " + "; ".join(missing)
+            output.result(f"  - {settings.name}: {state}")
+    output.result("Use --target NAME, or --target path/to/board.yaml for your own target file.")

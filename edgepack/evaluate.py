@@ -1,0 +1,81 @@
+"""Judging models and artifacts on data: parity against eager PyTorch, accuracy on labelled data, and accuracy under
+corruptions (robustness), for the eager model and through every artifact's own runtime."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgepack.data.dataset import ArrayDataset
+from edgepack.errors import ToolError, UsageError
+from edgepack.records import Accuracy, Parity, Robustness
+
+if TYPE_CHECKING:
+    from edgepack.models.bundle import ModelBundle
+    from edgepack.robustness import PredictFn
+    from edgepack.runtimes.base import Session
+
+SESSION_BATCH = 64
+
+
+def eager_outputs(bundle: "ModelBundle", inputs: np.ndarray) -> np.ndarray:
+    from edgepack.training import predict
+
+    batch = int(bundle.example_inputs[0].shape[0])
+    if bundle.provenance.kind != "pt2" and batch == 1:
+        batch = 256  # plain modules take any batch; exported programs keep the batch they were exported with
+    elif len(inputs) % batch:
+        raise UsageError(f"{len(inputs)} samples do not divide into the model's batch of {batch}")
+    return predict(bundle.module, inputs, batch_size=batch)
+
+
+def session_outputs(session: "Session", inputs: np.ndarray, batch: int = SESSION_BATCH) -> np.ndarray:
+    return np.concatenate([session([inputs[i:i + batch]])[0] for i in range(0, len(inputs), batch)])
+
+
+def parity(name: str, session: "Session", bundle: "ModelBundle", data: ArrayDataset) -> Parity:
+    ref = eager_outputs(bundle, data.inputs)
+    got = session_outputs(session, data.inputs)
+    if ref.shape != got.shape:
+        raise ToolError(f"{name}: output shape {got.shape} differs from eager {ref.shape}")
+    diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
+    flat_ref, flat_got = ref.reshape(len(ref), -1), got.reshape(len(got), -1)
+    agreement = float(np.mean(flat_ref.argmax(1) == flat_got.argmax(1)))
+    return Parity(name, len(data), float(diff.max()), float(diff.mean()), agreement, data.name)
+
+
+def _accuracy(name: str, logits: np.ndarray, data: ArrayDataset) -> Accuracy:
+    from edgepack.training import topk_accuracy
+
+    if data.labels is None:
+        raise UsageError(f"{data.name} has no labels; accuracy needs them")
+    logits = logits.reshape(len(logits), -1)
+    top5 = topk_accuracy(logits, data.labels, 5) if logits.shape[1] > 5 else None
+    return Accuracy(name, data.name, len(data), topk_accuracy(logits, data.labels, 1), top5)
+
+
+def eager_accuracy(bundle: "ModelBundle", data: ArrayDataset, name: str = "eager") -> Accuracy:
+    return _accuracy(name, eager_outputs(bundle, data.inputs), data)
+
+
+def artifact_accuracy(name: str, session: "Session", data: ArrayDataset) -> Accuracy:
+    return _accuracy(name, session_outputs(session, data.inputs), data)
+
+
+def _robustness(name: str, predict: "PredictFn", data: ArrayDataset) -> Robustness:
+    from edgepack.robustness import robustness as corrupted_accuracy
+
+    return Robustness(name, data.name, tuple(corrupted_accuracy(predict, data)))
+
+
+def eager_robustness(bundle: "ModelBundle", data: ArrayDataset) -> Robustness:
+    from edgepack.robustness import eager_predict
+
+    return _robustness("eager", eager_predict(bundle.module), data)
+
+
+def artifact_robustness(name: str, session: "Session", data: ArrayDataset) -> Robustness:
+    from edgepack.robustness import session_predict
+
+    return _robustness(name, session_predict(session, batch_size=SESSION_BATCH), data)

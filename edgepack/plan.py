@@ -1,0 +1,321 @@
+"""BuildRequest + Target -> BuildPlan: what a build will do, decided and checked before any heavy import.
+
+Planning is pure and torch-free: it reads the target file, the runtimes' declared capabilities (class attributes,
+see runtimes/base.py), the budgets and the options, and refuses every bad input that needs no model here, in
+milliseconds. The pipeline then only executes the plan: which runtimes run with which options, every export step with
+its true parent, which artifact ships per runtime, what data each stage needs, where and how to measure.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Sequence
+
+from edgepack.budgets import LATENCY_STATS, merge_budgets
+from edgepack.config import Target, load_target, target_budgets
+from edgepack.errors import MissingDependency, UsageError
+from edgepack.models.request import ModelRequest
+from edgepack.records import Budget
+
+if TYPE_CHECKING:
+    from edgepack.compress import PassConfig
+    from edgepack.runtimes.base import RuntimeOptions
+
+PARITY_SAMPLES = 256
+PRECISIONS = ("int8", "fp32")
+EAGER = "eager"  # the parent of artifacts exported straight from the PyTorch model
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What the user asked for, as given (None: not given, so the target's default applies)."""
+
+    model: ModelRequest
+    target: str = "x86-cpu"
+    runtimes: Optional[tuple[str, ...]] = None  # None: the target's defaults; ("all",): every runtime it lists
+    precision: Optional[str] = None
+    calibration: Optional[str] = None
+    calibration_samples: Optional[int] = None  # None: the largest the target's runtimes ask for
+    eval: Optional[str] = None
+    train: Optional[str] = None
+    threads: Optional[int] = None
+    runs: Optional[int] = None
+    out: Optional[Path] = None
+    budgets: tuple[Budget, ...] = ()
+    passes: tuple["PassConfig", ...] = ()  # compression pass configs, applied in order
+    require_full_delegation: bool = False
+    bundle: Optional[bool] = None  # None: the target's setting
+    device: Optional[str] = None  # "host", "adb" or "adb:SERIAL"; None: the target's
+    runners: tuple[tuple[str, str], ...] = ()  # (runtime, path of its arm64 runner binary) for device measurements
+    qat_epochs: Optional[int] = None  # quantization-aware training instead of calibration only
+    robustness: bool = False  # accuracy under corruptions of the eval data, for eager and every artifact
+
+
+@dataclass(frozen=True)
+class PlannedRuntime:
+    """A runtime this build uses, with the capabilities it declares and the target file's options for it."""
+
+    name: str
+    file_format: str
+    int8_from: str
+    supports_qat: bool
+    phone_runner: Optional[str]
+    options: "RuntimeOptions"
+
+
+@dataclass(frozen=True)
+class ExportStep:
+    """One artifact to build. `parent` is what it is really derived from: "eager" or another step's artifact."""
+
+    runtime: str
+    precision: str
+    qat: bool
+    artifact: str  # the artifact's name, e.g. "onnxruntime-int8"
+    parent: str
+    ships: bool  # the budgets judge it and the bundle carries it; the others are kept for comparison
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """The data the stages need. Specs are resolved against the model once it is loaded."""
+
+    calibration: Optional[str]  # None: the zoo model's training split, else synthetic inputs (with a warning)
+    calibration_samples: int
+    eval: Optional[str]
+    train: Optional[str]  # None: a zoo model's own training split when training is needed
+    needs_training: bool  # compression passes or QAT will train
+    parity_samples: int = PARITY_SAMPLES
+
+
+@dataclass(frozen=True)
+class MeasurePlan:
+    """Where and how artifacts are timed."""
+
+    device: str  # "host", "adb" or "adb:SERIAL"
+    threads: int
+    runs: int
+    warmup: int
+    latency_stat: str
+    runners: tuple[tuple[str, str], ...] = ()  # runtime -> checked arm64 runner path (device measurements only)
+
+    @property
+    def on_host(self) -> bool:
+        return self.device == "host"
+
+    def runner(self, runtime: str) -> Path:
+        return Path(dict(self.runners)[runtime])
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    model: ModelRequest
+    target: Target
+    precision: str
+    runtimes: tuple[PlannedRuntime, ...]
+    steps: tuple[ExportStep, ...]
+    data: DataPlan
+    measure: MeasurePlan
+    budgets: tuple[Budget, ...]
+    passes: tuple["PassConfig", ...]
+    out: Optional[Path]  # None: build/<model>/<target>, known once the model is loaded
+    bundle: bool
+    robustness: bool
+    qat_epochs: Optional[int]
+    warnings: tuple[str, ...] = ()
+
+    def steps_of(self, runtime: str) -> tuple[ExportStep, ...]:
+        return tuple(s for s in self.steps if s.runtime == runtime)
+
+    @property
+    def shipping(self) -> tuple[str, ...]:
+        return tuple(s.artifact for s in self.steps if s.ships)
+
+    def out_dir(self, model_name: str) -> Path:
+        return self.out if self.out is not None else default_out_dir(model_name, self.target.name)
+
+
+def plan(request: BuildRequest, target: Optional[Target] = None) -> BuildPlan:
+    """Resolve and check everything that needs no model. Raises UsageError (exit 2) on the first bad input."""
+    target = target or load_target(request.target)
+    warnings: list[str] = []
+    precision = request.precision or target.precision
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    runtimes = tuple(_planned_runtime(target, name) for name in resolve_runtimes(target, request.runtimes))
+    _check_installed(runtimes)
+    budgets = _budgets(request, target)
+    if request.robustness and not request.eval:
+        raise UsageError("--robustness needs --eval DATA (labelled data to corrupt and measure accuracy on)")
+    qat = _check_qat(request.qat_epochs, precision, runtimes, warnings)
+    data = DataPlan(
+        calibration=request.calibration,
+        calibration_samples=_calibration_samples(request.calibration_samples, runtimes),
+        eval=request.eval, train=request.train,
+        needs_training=bool(request.passes) or qat is not None,
+    )
+    if request.out is not None:
+        check_writable(request.out, "--out")
+    return BuildPlan(
+        model=request.model, target=target, precision=precision, runtimes=runtimes,
+        steps=tuple(step for rt in runtimes for step in export_steps(rt, precision, qat is not None)),
+        data=data, measure=_measure_plan(request, target, runtimes, warnings), budgets=tuple(budgets),
+        passes=tuple(request.passes), out=request.out,
+        bundle=target.bundle if request.bundle is None else request.bundle,
+        robustness=request.robustness, qat_epochs=qat, warnings=tuple(warnings),
+    )
+
+
+def resolve_runtimes(target: Target, requested: Optional[Sequence[str]]) -> list[str]:
+    names = [r.name for r in target.runtimes]
+    if not requested:
+        return list(target.default_runtimes)
+    if tuple(requested) == ("all",):
+        return names
+    unknown = [r for r in requested if r not in names]
+    if unknown:
+        raise UsageError(f"target {target.name} cannot use runtime {unknown[0]!r}; it lists: {', '.join(names)} "
+                         f"(or 'all')")
+    if len(set(requested)) != len(requested):
+        raise UsageError(f"--runtime lists {', '.join(requested)}: name each runtime once")
+    return list(requested)
+
+
+def export_steps(runtime: PlannedRuntime, precision: str, qat: bool) -> list[ExportStep]:
+    """The artifacts one runtime builds, in order. fp32 is always built (the reference); int8 derives from the eager
+    model or from the fp32 file, as the runtime declares; a QAT artifact is trained from the eager model and ships
+    instead of the post-training one, which is kept for comparison."""
+    fp32 = f"{runtime.name}-fp32"
+    steps = [ExportStep(runtime.name, "fp32", False, fp32, EAGER, ships=precision == "fp32")]
+    if precision == "int8":
+        with_qat = qat and runtime.supports_qat
+        parent = fp32 if runtime.int8_from == "fp32" else EAGER
+        steps.append(ExportStep(runtime.name, "int8", False, f"{runtime.name}-int8", parent, ships=not with_qat))
+        if with_qat:
+            steps.append(ExportStep(runtime.name, "int8", True, f"{runtime.name}-int8-qat", EAGER, ships=True))
+    return steps
+
+
+def default_out_dir(model_name: str, target_name: str) -> Path:
+    return Path("build") / model_name / target_name
+
+
+def check_writable(out: Path, option: str) -> None:
+    """Fail before any work if a directory cannot be created or written."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{option} {out}: it exists and is not a directory; choose a directory")
+    probe_root = out
+    while not probe_root.exists():
+        probe_root = probe_root.parent
+    if not probe_root.is_dir() or not os.access(probe_root, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {out}: {probe_root} is not a writable directory; choose a writable {option}")
+
+
+# ---- the checks -----------------------------------------------------------------------------------------------------
+
+def _planned_runtime(target: Target, name: str) -> PlannedRuntime:
+    from edgepack.runtimes import runtime_class
+
+    cls = runtime_class(name)
+    return PlannedRuntime(name=name, file_format=cls.file_format, int8_from=cls.int8_from,
+                          supports_qat=cls.supports_qat, phone_runner=cls.phone_runner,
+                          options=target.runtime(name).options)
+
+
+def _check_installed(runtimes: Sequence[PlannedRuntime]) -> None:
+    from edgepack.runtimes import runtime_class
+
+    for rt in runtimes:
+        missing = runtime_class(rt.name)().missing()
+        if missing:
+            raise MissingDependency(f"runtime {rt.name} cannot run here: {missing[0]}")
+
+
+def _budgets(request: BuildRequest, target: Target) -> list[Budget]:
+    budgets = merge_budgets(target_budgets(target), list(request.budgets))
+    if request.require_full_delegation:
+        from edgepack.gates import delegation_budget
+
+        budgets.append(delegation_budget())
+    if any(b.metric == "accuracy_drop" for b in budgets) and not request.eval:
+        raise UsageError("--max-accuracy-drop needs --eval DATA (labelled data to measure accuracy on)")
+    return budgets
+
+
+def _check_qat(epochs: Optional[int], precision: str, runtimes: Sequence[PlannedRuntime],
+               warnings: list[str]) -> Optional[int]:
+    if epochs is None:
+        return None
+    if epochs < 1:
+        raise UsageError(f"--qat {epochs}: use 1 or more epochs")
+    if precision != "int8":
+        raise UsageError("--qat trains an int8 model; drop --precision fp32")
+    with_qat = [rt.name for rt in runtimes if rt.supports_qat]
+    for rt in runtimes:
+        if not rt.supports_qat:
+            warnings.append(f"{rt.name} has no quantization-aware training path; its int8 artifact is post-training "
+                            f"quantized" + (f" (QAT runs for {', '.join(with_qat)})" if with_qat else ""))
+    return epochs
+
+
+def _calibration_samples(given: Optional[int], runtimes: Sequence[PlannedRuntime]) -> int:
+    if given is not None:
+        if given < 1:
+            raise UsageError(f"--calibration-samples {given}: use 1 or more")
+        return given
+    return max(rt.options.calibration_samples for rt in runtimes)
+
+
+def _measure_plan(request: BuildRequest, target: Target, runtimes: Sequence[PlannedRuntime],
+                  warnings: list[str]) -> MeasurePlan:
+    for option, value in (("--threads", request.threads), ("--runs", request.runs)):
+        if value is not None and value < 1:
+            raise UsageError(f"{option} {value}: use 1 or more")
+    threads = request.threads if request.threads is not None else target.threads
+    runs = request.runs if request.runs is not None else target.runs
+    if target.latency_stat not in LATENCY_STATS:
+        raise UsageError(f"target {target.name}: latency_stat {target.latency_stat!r}; use one of "
+                         f"{', '.join(LATENCY_STATS)}")
+    device = request.device or target.device
+    if device == "host" and request.runners:
+        raise UsageError("--runner is for measuring on a phone; add --device adb (or adb:SERIAL), or drop --runner")
+    if device == "host":
+        cpus = os.cpu_count() or 1
+        if threads > cpus:
+            warnings.append(f"{threads} threads asked but this host has {cpus} logical CPUs; measured with {cpus}")
+            threads = cpus
+        return MeasurePlan("host", threads, runs, target.warmup, target.latency_stat)
+    if device != "adb" and not device.startswith("adb:"):
+        raise UsageError(f"--device {device!r}: use host, adb or adb:SERIAL")
+    runners = _phone_runners(device, target, runtimes, dict(request.runners))
+    from edgepack.device.adb import AdbDevice
+
+    AdbDevice.resolve(device)  # a missing or unauthorised phone fails now, not after minutes of exporting
+    return MeasurePlan(device, threads, runs, target.warmup, target.latency_stat, runners)
+
+
+def _phone_runners(device: str, target: Target, runtimes: Sequence[PlannedRuntime],
+                   given: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    from edgepack.device.adb import check_arm64_runner
+
+    unknown = sorted(set(given) - {rt.name for rt in runtimes})
+    if unknown:
+        raise UsageError(f"--runner {unknown[0]}=...: this build does not use runtime {unknown[0]}; it uses "
+                         f"{', '.join(rt.name for rt in runtimes)}")
+    paths = {**target.runner, **given}
+    phone_capable = [rt.name for rt in runtimes if rt.phone_runner]
+    resolved = []
+    for rt in runtimes:
+        if rt.phone_runner is None:
+            raise UsageError(f"--device {device} measures on a phone; {rt.name} has no phone runner here (use "
+                             f"--runtime {' or '.join(phone_capable) or 'a runtime with a phone runner'})")
+        if rt.name not in paths:
+            raise UsageError(f"measuring {rt.name} on {device} needs its arm64 {rt.phone_runner} binary: pass "
+                             f"--runner {rt.name}=PATH (edgepack never downloads binaries)")
+        path = Path(paths[rt.name]).expanduser()
+        if not path.is_file():
+            raise UsageError(f"--runner {rt.name}={path}: no such file")
+        check_arm64_runner(path)
+        resolved.append((rt.name, str(path)))
+    return tuple(resolved)

@@ -1,0 +1,56 @@
+"""Publishing a finished build: move the staged artifacts into the output directory, then write the manifest, the
+mobile bundle and the reports. report.json is written last, so its presence means the build completed."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Optional
+
+from edgepack.data.dataset import ArrayDataset
+from edgepack.records import Report
+
+WarnFn = Callable[[str], None]
+
+
+def publish(report: Report, out: Path, calibration: Optional[ArrayDataset], threads: int, bundle: bool,
+            warn: WarnFn) -> Report:
+    from edgepack.report import render
+    from edgepack.report.manifest import write_manifest
+
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_previous_artifacts(out, {Path(a.path).name for a in report.artifacts}, warn)
+    moved = []
+    for artifact in report.artifacts:
+        final = out / Path(artifact.path).name
+        os.replace(artifact.path, final)
+        moved.append(replace(artifact, path=str(final)))
+    report = replace(report, artifacts=tuple(moved))
+    write_manifest(report, out / "manifest.json", calibration)
+    if bundle:
+        from edgepack.report.mobile_bundle import write_bundle
+
+        write_bundle(report, out, calibration, threads)
+    render.write_markdown(report, out / "report.md")
+    render.write_json(report, out / "report.json")
+    return report
+
+
+def _remove_previous_artifacts(out: Path, keep: set[str], warn: WarnFn) -> None:
+    """Delete artifacts an earlier build listed in out/manifest.json that this build does not produce again, so the
+    directory never holds a file its report does not describe. Only files edgepack itself listed are touched."""
+    manifest = out / "manifest.json"
+    if not manifest.is_file():
+        return
+    try:
+        listed = [a["file"] for a in json.loads(manifest.read_text(encoding="utf-8"))["artifacts"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        warn(f"{manifest} from an earlier build is unreadable ({type(exc).__name__}); artifacts it may list were "
+             f"left in place")
+        return
+    for name in listed:
+        if isinstance(name, str) and name not in keep and Path(name).name == name:
+            (out / name).unlink(missing_ok=True)
+
