@@ -28,15 +28,15 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from edgepack.compress import (FinetuneConfig, LowRankConfig, NdLinearConfig, PassConfig, PruneConfig,
-                               apply_passes)
+from edgepack.compress import FinetuneConfig, LowRankConfig, NdLinearConfig, PassConfig, PruneConfig, apply_passes
 from edgepack.data import digits
 from edgepack.data.dataset import ArrayDataset
 from edgepack.models import zoo
@@ -46,8 +46,8 @@ from edgepack.models.loader import count_params_and_macs
 from edgepack.records import Provenance
 from edgepack.training import evaluate, train_classifier
 
-RESNET_RECIPE = dict(epochs=15, lr=3e-3)  # reaches ~99 % held-out on digits
-VIT_RECIPE = dict(epochs=60, lr=2e-3)  # the recipe the zoo's digits-vit weights were trained with
+RESNET_RECIPE = {"epochs": 15, "lr": 3e-3}  # reaches ~99 % held-out on digits
+VIT_RECIPE = {"epochs": 60, "lr": 2e-3}  # the recipe the zoo's digits-vit weights were trained with
 CUTS = (0.0, 0.5, 0.8)
 SWEEP_RANKS = (1, 2, 4, 8, 16, 24, 31, 32, 36, 48)
 
@@ -138,7 +138,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def pct(acc: Optional[float]) -> str:
+def pct(acc: float | None) -> str:
     return "-" if acc is None else f"{acc * 100:.2f}"
 
 
@@ -245,7 +245,7 @@ def study_ndlinear(vit: ModelBundle, example: torch.Tensor, train: ArrayDataset,
     for label, layers in (("NdLinear MLP (fc1, fc2)", tuple(f"blocks.{i}.mlp" for i in range(len(vit.module.blocks)))),
                           ("NdLinear all block Linears", ("blocks",))):
         compressed, tuned = compress(vit, [NdLinearConfig(min_params=0, layers=layers)], train, test, finetune)
-        fits = [c["kronecker_fit"] for c in compressed.provenance.passes[-1].changes]
+        fits = [c.kronecker_fit for c in compressed.provenance.passes[-1].changes if c.kronecker_fit is not None]
         rows.append([label, f"{min(fits):.3f}-{max(fits):.3f}", compressed.provenance.params,
                      compressed.provenance.macs, pct(accuracy(compressed, test)), pct(accuracy(tuned, test)),
                      latency(compressed.module)])
@@ -266,7 +266,7 @@ def study_ndlinear(vit: ModelBundle, example: torch.Tensor, train: ArrayDataset,
            "ORT ms (p10-p90)"], rows)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer epochs and timing runs (a smoke run)")
     parser.add_argument("--block-seconds", type=float, default=0.4,

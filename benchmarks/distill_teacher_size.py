@@ -25,9 +25,10 @@ import time
 import numpy as np
 import torch
 
+from edgepack.compress import DistillConfig
+from edgepack.compress.distillation import distill
 from edgepack.data import digits
 from edgepack.models.architectures import DigitsCNN
-from edgepack.compress.distillation import DistillConfig, distill
 from edgepack.training import evaluate, train_classifier
 
 TEACHER_WIDTHS = (0.5, 1.0, 2.0)
@@ -71,15 +72,15 @@ def main(argv: list[str]) -> None:
         teacher = train_classifier(DigitsCNN(width=width), train, 30, lr=3e-3, seed=0)
         one, progressive, no_labels, stages = [], [], [], 1
         for s in seeds:
-            config = DistillConfig(temperature=4.0, alpha=0.9, epochs=args.epochs, lr=LR, seed=s,
-                                   max_stage_ratio=None)
-            one.append(distill(teacher, student(s), train, config, test)[1].accuracy_after)
-            _, record = distill(teacher, student(s), train, dataclasses.replace(config, max_stage_ratio=3.0), test)
-            progressive.append(record.accuracy_after)
-            stages = len(record.changes)
-            config = DistillConfig(temperature=4.0, alpha=1.0, epochs=SCARCE_EPOCHS, lr=LR, seed=s,
-                                   max_stage_ratio=None)
-            no_labels.append(distill(teacher, student(s), unlabelled, config, test)[1].accuracy_after)
+            # the student is handed to distill() directly; the config's width only matters to the distill pass
+            config = DistillConfig(width=STUDENT_WIDTH / width, temperature=4.0, alpha=0.9, epochs=args.epochs,
+                                   lr=LR, seed=s, max_stage_ratio=None)
+            one.append(distill(teacher, student(s), train, config, test).student_top1)
+            result = distill(teacher, student(s), train, dataclasses.replace(config, max_stage_ratio=3.0), test)
+            progressive.append(result.student_top1)
+            stages = len(result.stages)
+            config = dataclasses.replace(config, alpha=1.0, epochs=SCARCE_EPOCHS)
+            no_labels.append(distill(teacher, student(s), unlabelled, config, test).student_top1)
         rows.append((width, sum(p.numel() for p in teacher.parameters()), evaluate(teacher, test), one,
                      progressive, stages, no_labels))
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Optional
+from typing import Mapping, Optional
 
 from edgepack.errors import UsageError
 from edgepack.records import Budget
@@ -15,10 +16,12 @@ SIZE_UNITS = {
 TIME_UNITS = {"US": 1e-3, "MS": 1.0, "S": 1000.0}
 ACCURACY_UNITS = {"PP": 1.0, "%": 1.0}
 LATENCY_STATS = ("p50", "p90", "p99", "mean")
-_NUMBER_UNIT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)\s*$")
+# a sign is accepted here only so that "-5MB" is refused as negative rather than as unreadable
+_NUMBER_UNIT = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)\s*$")
+MAX_ACCURACY_DROP_PP = 100.0  # top-1 cannot drop by more than 100 percentage points
 
 # metric -> (unit of the limit, accepted unit table, how to write it)
-METRICS = {
+METRICS: dict[str, tuple[str, Mapping[str, float], str]] = {
     "size": ("bytes", SIZE_UNITS, "B, KB, MB, GB, KiB, MiB or GiB, e.g. 100MB"),
     "latency": ("ms", TIME_UNITS, "us, ms or s, e.g. 20ms"),
     "memory": ("bytes", SIZE_UNITS, "B, KB, MB, GB, KiB, MiB or GiB, e.g. 200MiB"),
@@ -32,6 +35,8 @@ def parse_budget(metric: str, text: str, stat: str = "") -> Budget:
     """`parse_budget("size", "1MB")` -> Budget(limit=1e6, unit="bytes"). Raises UsageError naming valid units."""
     unit, table, how = METRICS[metric]
     option = OPTION_OF_METRIC[metric]
+    if not str(text).strip():
+        raise UsageError(f"{option} is empty; give a number with a unit ({how}), or leave the option out")
     match = _NUMBER_UNIT.match(str(text))
     if not match:
         raise UsageError(f"{option} {text!r} is not a number with a unit; use {how}")
@@ -40,15 +45,23 @@ def parse_budget(metric: str, text: str, stat: str = "") -> Budget:
         raise UsageError(f"{option} {text!r} has no unit; use {how}")
     if suffix not in table:
         raise UsageError(f"{option} {text!r}: unknown unit {match.group(2)!r}; use {how}")
-    if number <= 0 and metric != "accuracy_drop":
-        raise UsageError(f"{option} {text!r} must be greater than zero")
+    limit = number * table[suffix]
+    if not math.isfinite(limit):  # 1e999GB parses as infinity, which strict JSON cannot hold
+        raise UsageError(f"{option} {text!r} is too large to be a limit (not a finite number); use {how}")
+    if metric == "accuracy_drop":
+        if limit < 0:
+            raise UsageError(f"{option} {text!r} is negative; use 0pp (no drop allowed) or more, e.g. 1pp")
+        if limit > MAX_ACCURACY_DROP_PP:
+            raise UsageError(f"{option} {text!r}: top-1 accuracy cannot drop by more than 100 percentage points; "
+                             f"use a value from 0pp to 100pp, e.g. 1pp")
+    elif limit <= 0:
+        raise UsageError(f"{option} {text!r} must be greater than zero; use {how}")
     if metric == "latency":
         stat = stat or "p90"
         if stat not in LATENCY_STATS:
             raise UsageError(f"latency statistic {stat!r} is unknown; use one of {', '.join(LATENCY_STATS)}")
     name = f"{metric}" + (f" ({stat})" if stat else "")
-    return Budget(name=name, metric=metric, limit=number * table[suffix], unit=unit, text=str(text).strip(), stat=stat)
-
+    return Budget(name=name, metric=metric, limit=limit, unit=unit, text=str(text).strip(), stat=stat)
 
 
 def merge_budgets(defaults: list[Budget], given: list[Budget]) -> list[Budget]:
@@ -58,4 +71,5 @@ def merge_budgets(defaults: list[Budget], given: list[Budget]) -> list[Budget]:
 
 
 def optional_budget(metric: str, text: Optional[str], stat: str = "") -> list[Budget]:
-    return [parse_budget(metric, text, stat)] if text else []
+    """None means the option was not given; anything else, the empty string included, must parse."""
+    return [] if text is None else [parse_budget(metric, text, stat)]

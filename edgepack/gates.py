@@ -16,12 +16,21 @@ def delegation_budget() -> Budget:
     return Budget(name="full delegation", metric="delegation", limit=0, unit="nodes", text="0 fallback nodes")
 
 
+def every_runtime_budget() -> Budget:
+    """A runtime that failed fails the build (exit 3) unless partial results were accepted (--allow-partial)."""
+    return Budget(name="every runtime builds", metric="runtimes", limit=0, unit="failed", text="0 failed runtimes")
+
+
 def judge(report: Report, budgets: Optional[Sequence[Budget]] = None) -> list[Verdict]:
     """One verdict per (budget, shipping artifact). Budgets default to those saved in the report."""
     budgets = report.budgets if budgets is None else budgets
     shipping = [a for a in report.artifacts if a.name in report.shipping] or list(report.artifacts)
     verdicts = []
     for budget in budgets:
+        if budget.metric == "runtimes":
+            verdicts += [_verdict(budget, f"{f.runtime} (failed at {f.stage})", 1.0, f.reason)
+                         for f in report.failures]
+            continue
         for artifact in shipping:
             observed, reason = observe(budget, artifact, report.measurements, report.accuracy)
             verdicts.append(_verdict(budget, artifact.name, observed, reason))
@@ -34,10 +43,9 @@ def observe(budget: Budget, artifact: Artifact, measurements: Sequence[Measureme
     if budget.metric == "size":
         return float(artifact.size_bytes), ""
     if budget.metric == "delegation":
-        info = artifact.details.get("delegation")
-        if info is None:
+        if artifact.delegation is None:
             return None, f"{artifact.runtime} reports no delegation"
-        return float(info["total_nodes"] - info["delegated_nodes"]), ""
+        return float(artifact.delegation.fallback_nodes), ""
     if budget.metric in ("latency", "memory"):
         m = next((m for m in measurements if m.artifact == artifact.name), None)
         if m is None:
@@ -81,6 +89,8 @@ def format_value(value: Optional[float], unit: str) -> str:
 
 
 def describe_failure(v: Verdict) -> str:
+    if v.metric == "runtimes":
+        return f"{v.artifact}: {v.reason}"
     if v.observed is None:
         return f"{v.budget} [{v.artifact}]: not checked — {v.reason}"
     return (f"{v.budget} [{v.artifact}]: observed {format_value(v.observed, v.unit)} > limit "

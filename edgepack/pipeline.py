@@ -6,36 +6,42 @@ the services (loading, compress, exporting, evaluate, measure, report.publish); 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import shutil
 import tempfile
-from dataclasses import replace
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 from edgepack import __version__
 from edgepack.plan import EAGER, BuildPlan, check_writable
 from edgepack.progress import Progress, SilentProgress
-from edgepack.records import Accuracy, Artifact, Measurement, Parity, Provenance, Report, Robustness
+from edgepack.errors import EdgepackError
+from edgepack.records import (Accuracy, Artifact, Measurement, Parity, Provenance, Report, Robustness,
+                              RuntimeFailure, StageTiming)
 
 if TYPE_CHECKING:
     from edgepack.compress import PassConfig
     from edgepack.data.dataset import ArrayDataset
     from edgepack.loading import BuildData
+    from edgepack.measure import Measurer
+    from edgepack.plan import PlannedRuntime
     from edgepack.models.bundle import ModelBundle
     from edgepack.models.request import ModelRequest
-    from edgepack.runtimes.base import QatRequest
+    from edgepack.runtimes.base import QatRequest, Runtime
 
 
 def execute(plan: BuildPlan, progress: Optional[Progress] = None) -> Report:
     """Run every stage of the plan; outputs are written into a staging directory and moved into place at the end."""
-    from edgepack import evaluate, exporting
+    from edgepack import evaluate
     from edgepack.gates import judge
     from edgepack.loading import load_build_data, load_bundle
     from edgepack.measure import Measurer, host_info
     from edgepack.runtimes import get_runtime
 
-    progress = progress or SilentProgress()
+    progress = _TimedProgress(progress or SilentProgress())
     warnings = list(plan.warnings)
     measurer = Measurer(plan.measure, plan.target.arch)
     runtimes = {rt.name: get_runtime(rt.name) for rt in plan.runtimes}
@@ -67,32 +73,36 @@ def execute(plan: BuildPlan, progress: Optional[Progress] = None) -> Report:
                 accuracy.append(evaluate.eager_accuracy(bundle, data.eval))
                 if plan.robustness:
                     robustness.append(evaluate.eager_robustness(bundle, data.eval))
+        failures: list[RuntimeFailure] = []
         for planned in plan.runtimes:
-            runtime = runtimes[planned.name]
-            for step in plan.steps_of(planned.name):
-                with progress.stage(f"{planned.name}: exporting {step.precision}{' with QAT' if step.qat else ''}"):
-                    parent = None if step.parent == EAGER else artifacts[step.parent]
-                    artifacts[step.artifact] = exporting.export(runtime, bundle, step, staging, data.calibration,
-                                                                planned.options, parent, qat)
-            for step in plan.steps_of(planned.name):
-                artifact = artifacts[step.artifact]
-                with progress.stage(f"{artifact.name}: parity against eager"):
-                    session = exporting.open_session(runtime, artifact, threads)
-                    parity.append(evaluate.parity(artifact.name, session, bundle, data.parity))
-                    if data.eval is not None:
-                        accuracy.append(evaluate.artifact_accuracy(artifact.name, session, data.eval))
-                        if plan.robustness:
-                            robustness.append(evaluate.artifact_robustness(artifact.name, session, data.eval))
-                with progress.stage(f"{artifact.name}: measuring on {measurer.label} ({plan.measure.runs} runs, "
-                                    f"{threads} thread(s))"):
-                    measurements.append(measurer.measure(artifact, bundle.provenance.input_shapes))
+            results = _RuntimeResults()
+            try:
+                _build_runtime(planned, runtimes[planned.name], plan, bundle, data, qat, staging, measurer, progress,
+                               results)
+            except Exception as exc:  # contained: the other runtimes' artifacts still ship
+                if len(plan.runtimes) == 1:
+                    raise
+                failures.append(_failure(planned.name, results, exc))
+                progress.warn(f"{planned.name} failed at {results.stage} of {results.current}: "
+                              f"{failures[-1].reason}; the other runtimes go on")
+            artifacts.update(results.artifacts)
+            parity += results.parity
+            accuracy += results.accuracy
+            robustness += results.robustness
+            measurements += results.measurements
+        if failures and len(failures) == len(plan.runtimes):
+            first = failures[0]
+            raise _AllRuntimesFailed(first.exit_code, "; ".join(f"{f.runtime}: {f.reason}" for f in failures),
+                                     first.evidence)
         report = Report(
             edgepack_version=__version__,
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            target=plan.target.name, out_dir=str(out), model=bundle.provenance, shipping=plan.shipping,
+            target=plan.target.name, out_dir=str(out), model=bundle.provenance,
+            shipping=tuple(name for name in plan.shipping if name in artifacts),
             artifacts=tuple(artifacts.values()), parity=tuple(parity), accuracy=tuple(accuracy),
             robustness=tuple(robustness), measurements=tuple(measurements), budgets=plan.budgets,
-            warnings=tuple(warnings), versions=_versions(runtimes.values()), host=host_info(),
+            warnings=tuple(warnings), failures=tuple(failures), timings=progress.timings(),
+            versions=_versions(runtimes.values()), host=host_info(),
         )
         report = replace(report, verdicts=tuple(judge(report)))
         with progress.stage("writing report"):
@@ -102,6 +112,96 @@ def execute(plan: BuildPlan, progress: Optional[Progress] = None) -> Report:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+class _TimedProgress:
+    """Passes progress through and keeps each stage's wall time for report.json."""
+
+    def __init__(self, inner: Progress) -> None:
+        self.inner = inner
+        self._timings: list[StageTiming] = []
+
+    @contextlib.contextmanager
+    def stage(self, text: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            with self.inner.stage(text):
+                yield
+        finally:
+            self._timings.append(StageTiming(text, round(time.perf_counter() - start, 3)))
+
+    def say(self, text: str) -> None:
+        self.inner.say(text)
+
+    def warn(self, text: str) -> None:
+        self.inner.warn(text)
+
+    def timings(self) -> tuple[StageTiming, ...]:
+        return tuple(self._timings)
+
+
+@dataclass
+class _RuntimeResults:
+    """What one runtime produced, and where it was when it stopped (for a failure record)."""
+
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+    parity: list[Parity] = field(default_factory=list)
+    accuracy: list[Accuracy] = field(default_factory=list)
+    robustness: list[Robustness] = field(default_factory=list)
+    measurements: list[Measurement] = field(default_factory=list)
+    stage: str = "export"
+    current: str = ""
+
+
+def _build_runtime(planned: "PlannedRuntime", runtime: "Runtime", plan: BuildPlan, bundle: "ModelBundle",
+                   data: "BuildData", qat: Optional["QatRequest"], staging: Path, measurer: "Measurer",
+                   progress: Progress, results: _RuntimeResults) -> None:
+    """Export every planned artifact of one runtime, then verify and measure each."""
+    from edgepack import evaluate, exporting
+
+    threads = plan.measure.threads
+    for step in plan.steps_of(planned.name):
+        results.stage, results.current = "export", step.artifact
+        with progress.stage(f"{planned.name}: exporting {step.precision}{' with QAT' if step.qat else ''}"):
+            parent = None if step.parent == EAGER else results.artifacts[step.parent]
+            results.artifacts[step.artifact] = exporting.export(runtime, bundle, step, staging, data.calibration,
+                                                                planned.options, parent, qat)
+    for step in plan.steps_of(planned.name):
+        artifact = results.artifacts[step.artifact]
+        results.stage, results.current = "parity", artifact.name
+        with progress.stage(f"{artifact.name}: parity against eager"):
+            session = exporting.open_session(runtime, artifact, threads)
+            results.parity.append(evaluate.parity(artifact.name, session, bundle, data.parity))
+            if data.eval is not None:
+                results.accuracy.append(evaluate.artifact_accuracy(artifact.name, session, data.eval))
+                if plan.robustness:
+                    results.robustness.append(evaluate.artifact_robustness(artifact.name, session, data.eval))
+        results.stage = "measure"
+        with progress.stage(f"{artifact.name}: measuring on {measurer.label} ({plan.measure.runs} runs, "
+                            f"{threads} thread(s))"):
+            results.measurements.append(measurer.measure(artifact, bundle.provenance.input_shapes))
+
+
+def _failure(runtime: str, results: _RuntimeResults, exc: BaseException) -> RuntimeFailure:
+    from edgepack.errors import one_line
+
+    reason = one_line(exc) if isinstance(exc, EdgepackError) else f"{type(exc).__name__}: {one_line(exc)}"
+    # a runtime that did not finish ships nothing: what it built stays as reference, unverified parts dropped
+    for name in list(results.artifacts):
+        if name not in {p.artifact for p in results.parity}:
+            Path(results.artifacts.pop(name).path).unlink(missing_ok=True)
+    return RuntimeFailure(runtime=runtime, stage=results.stage, artifact=results.current, reason=reason,
+                          evidence=getattr(exc, "evidence", "") or "",
+                          exit_code=exc.exit_code if isinstance(exc, EdgepackError) else 1)
+
+
+class _AllRuntimesFailed(EdgepackError):
+    """Every runtime failed: nothing was built, so the build stops with the first failure's exit code."""
+
+    def __init__(self, exit_code: int, message: str, evidence: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.evidence = evidence
 
 
 def compress_model(model_request: "ModelRequest", passes: Sequence["PassConfig"], train_spec: Optional[str],

@@ -51,6 +51,7 @@ class BuildRequest:
     runners: tuple[tuple[str, str], ...] = ()  # (runtime, path of its arm64 runner binary) for device measurements
     qat_epochs: Optional[int] = None  # quantization-aware training instead of calibration only
     robustness: bool = False  # accuracy under corruptions of the eval data, for eager and every artifact
+    allow_partial: bool = False  # a runtime that fails is reported but does not fail the build
 
 
 @dataclass(frozen=True)
@@ -234,10 +235,12 @@ def _check_installed(runtimes: Sequence[PlannedRuntime]) -> None:
 
 def _budgets(request: BuildRequest, target: Target) -> list[Budget]:
     budgets = merge_budgets(target_budgets(target), list(request.budgets))
-    if request.require_full_delegation:
-        from edgepack.gates import delegation_budget
+    from edgepack.gates import delegation_budget, every_runtime_budget
 
+    if request.require_full_delegation:
         budgets.append(delegation_budget())
+    if not request.allow_partial:
+        budgets.append(every_runtime_budget())
     if any(b.metric == "accuracy_drop" for b in budgets) and not request.eval:
         raise UsageError("--max-accuracy-drop needs --eval DATA (labelled data to measure accuracy on)")
     return budgets

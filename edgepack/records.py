@@ -424,6 +424,24 @@ class Verdict(Record):
 
 
 @dataclass(frozen=True)
+class RuntimeFailure(Record):
+    """A runtime that could not build, load, verify or measure its artifacts; the other runtimes went on."""
+
+    runtime: str
+    stage: str  # export | parity | measure
+    artifact: str  # the artifact being made or checked when it failed
+    reason: str  # the upstream reason, one line
+    evidence: str = ""  # the tail of the native output captured while it failed
+    exit_code: int = 1  # what the failure alone would have exited with: 2 for the model or input, 1 for a tool
+
+
+@dataclass(frozen=True)
+class StageTiming(Record):
+    stage: str
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Report(Record):
     edgepack_version: str
     created: str
@@ -439,6 +457,8 @@ class Report(Record):
     budgets: tuple[Budget, ...] = ()
     verdicts: tuple[Verdict, ...] = ()
     warnings: tuple[str, ...] = ()
+    failures: tuple[RuntimeFailure, ...] = ()
+    timings: tuple[StageTiming, ...] = ()
     versions: dict[str, str] = field(default_factory=dict)
     host: dict[str, Any] = field(default_factory=dict)
 

@@ -10,12 +10,17 @@ which a clean-accuracy budget alone does not show.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgepack.data.dataset import ArrayDataset
 from edgepack.errors import UsageError
+from edgepack.records import CorruptionResult
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # severity 1..3 -> strength: levels 1, 3 and 5 of the ImageNet-C scales (noise, brightness; fractions of the value
 # range) and of CIFAR-10-C's Gaussian blur (pixels); box blur is the window size in pixels
@@ -31,7 +36,7 @@ PredictFn = Callable[[np.ndarray], np.ndarray]  # (N, ...) float32 inputs -> (N,
 
 
 def corrupt(inputs: np.ndarray, corruption: str, severity: int, *, seed: int = 0, layout: str = "NCHW",
-            value_range: Optional[tuple[float, float]] = None) -> np.ndarray:
+            value_range: tuple[float, float] | None = None) -> np.ndarray:
     """A corrupted copy of `inputs` (float32). `value_range` defaults to the inputs' own min and max."""
     if corruption not in CORRUPTIONS:
         raise UsageError(f"unknown corruption {corruption!r}; known: {', '.join(CORRUPTIONS)}")
@@ -60,13 +65,12 @@ def corrupt(inputs: np.ndarray, corruption: str, severity: int, *, seed: int = 0
     return np.clip(out, lo, hi).astype(np.float32)
 
 
-def robustness(predict: PredictFn, data: ArrayDataset, *, corruptions: Optional[Sequence[str]] = None,
-               severities: Sequence[int] = (1, 2, 3), seed: int = 0) -> list[dict[str, Any]]:
+def robustness(predict: PredictFn, data: ArrayDataset, *, corruptions: Sequence[str] | None = None,
+               severities: Sequence[int] = (1, 2, 3), seed: int = 0) -> tuple[CorruptionResult, ...]:
     """Top-1 on clean and corrupted copies of `data`.
 
-    Rows: {corruption, severity, top1, drop}; the first row is the clean one (corruption "clean", severity 0) and
-    `drop` is clean top-1 minus this row's top-1 (fractions). Without `corruptions`, blurs are skipped for inputs
-    that are not 4-D images.
+    The first row is the clean one (corruption "clean", severity 0); each row's `drop` is clean top-1 minus its
+    top-1 (fractions). Without `corruptions`, blurs are skipped for inputs that are not 4-D images.
     """
     if data.labels is None:
         raise UsageError(f"{data.name} has no labels; robustness is measured as accuracy on labelled data")
@@ -76,16 +80,16 @@ def robustness(predict: PredictFn, data: ArrayDataset, *, corruptions: Optional[
     x = np.asarray(data.inputs, dtype=np.float32)
     value_range = (float(x.min()), float(x.max()))
     clean = _top1(predict, x, data.labels)
-    rows = [dict(corruption="clean", severity=0, top1=clean, drop=0.0)]
+    rows = [CorruptionResult(corruption="clean", severity=0, top1=clean, drop=0.0)]
     for corruption in corruptions:
         for severity in severities:
             corrupted = corrupt(x, corruption, severity, seed=seed, layout=layout, value_range=value_range)
             top1 = _top1(predict, corrupted, data.labels)
-            rows.append(dict(corruption=corruption, severity=int(severity), top1=top1, drop=clean - top1))
-    return rows
+            rows.append(CorruptionResult(corruption=corruption, severity=int(severity), top1=top1, drop=clean - top1))
+    return tuple(rows)
 
 
-def eager_predict(module: Any, batch_size: int = 256) -> PredictFn:
+def eager_predict(module: nn.Module, batch_size: int = 256) -> PredictFn:
     """A PredictFn for an eager torch module."""
     from edgepack.training import predict
 
@@ -93,7 +97,7 @@ def eager_predict(module: Any, batch_size: int = 256) -> PredictFn:
 
 
 def session_predict(session: Callable[[Sequence[np.ndarray]], list[np.ndarray]],
-                    batch_size: Optional[int] = None) -> PredictFn:
+                    batch_size: int | None = None) -> PredictFn:
     """A PredictFn for a runtime session (list of float32 arrays -> list of outputs; the first output is taken).
 
     edgepack's sessions take any number of samples (fixed-shape artifacts run in chunks), so by default all inputs

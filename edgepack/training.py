@@ -1,14 +1,18 @@
-"""Plain supervised training and eager evaluation, shared by the zoo script, fine-tuning and distillation."""
+"""Plain supervised training and eager evaluation, shared by the zoo script, the compression passes, distillation
+and QAT. It knows nothing of passes or model loading: callers hand it a module and an ArrayDataset.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from edgepack.data.dataset import ArrayDataset
+from edgepack.errors import UsageError
+from edgepack.records import TrainingEpoch
 
 # loss(model_outputs, labels, inputs) -> scalar; distillation passes its own
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -16,8 +20,8 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 def train_classifier(model: nn.Module, data: ArrayDataset, epochs: int, *, lr: float = 1e-3,
                      batch_size: int = 64, seed: int = 0, weight_decay: float = 1e-4,
-                     loss_fn: Optional[LossFn] = None,
-                     on_epoch: Optional[Callable[[int, float], None]] = None) -> nn.Module:
+                     loss_fn: LossFn | None = None,
+                     on_epoch: Callable[[int, float], None] | None = None) -> nn.Module:
     """Train in place with AdamW and a cosine schedule; deterministic for a given seed. Returns the model in eval mode."""
     if data.labels is None:
         raise ValueError(f"{data.name} has no labels; training needs labelled data")
@@ -48,6 +52,36 @@ def train_classifier(model: nn.Module, data: ArrayDataset, epochs: int, *, lr: f
     return model.eval()
 
 
+def require_training_data(data: ArrayDataset | None, what: str, *, labels: bool = True) -> ArrayDataset:
+    """`data`, when it can train `what`; otherwise a UsageError naming what needed it."""
+    if data is None or len(data) == 0:
+        kind = "labelled training data" if labels else "training data"
+        raise UsageError(f"{what} needs {kind} (a zoo model's own dataset or --train DATA); none was given")
+    if labels and data.labels is None:
+        raise UsageError(f"{what} needs labelled training data; {data.name} has no labels")
+    return data
+
+
+def train_epochs(module: nn.Module, data: ArrayDataset | None, *, epochs: int, lr: float, seed: int, what: str,
+                 batch_size: int = 64, step: int | None = None,
+                 progress: Callable[[str], None] | None = None) -> tuple[TrainingEpoch, ...]:
+    """Train in place for `epochs`, telling `progress` after each one; returns each epoch's mean training loss.
+
+    `what` names the training in messages ("finetune", "prune step 2 fine-tune"); `step` is recorded with each
+    epoch when the training follows one step of an iterative pass.
+    """
+    data = require_training_data(data, what)
+    epochs_done: list[TrainingEpoch] = []
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        epochs_done.append(TrainingEpoch(epoch=epoch, loss=round(loss, 5), step=step))
+        if progress is not None:
+            progress(f"{what} epoch {epoch}/{epochs}: loss {loss:.4f}")
+
+    train_classifier(module, data, epochs, lr=lr, seed=seed, batch_size=batch_size, on_epoch=on_epoch)
+    return tuple(epochs_done)
+
+
 def set_eval(model: nn.Module) -> nn.Module:
     """model.eval(), except for unlifted torch.export programs, whose mode was fixed at export and which refuse it."""
     try:
@@ -73,5 +107,6 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
 
 def evaluate(model: nn.Module, data: ArrayDataset) -> float:
     """Top-1 accuracy of an eager model, as a fraction."""
-    assert data.labels is not None
+    if data.labels is None:
+        raise UsageError(f"{data.name} has no labels; accuracy needs labelled data")
     return topk_accuracy(predict(model, data.inputs), data.labels, 1)

@@ -121,7 +121,7 @@ def test_unknown_zoo_model(runner, tmp_path):
     ("--budget", "100", "has no unit"),
     ("--budget", "10 parsecs", "unknown unit 'parsecs'"),
     ("--max-latency", "fast", "not a number with a unit"),
-    ("--max-memory", "-5MB", "not a number with a unit"),
+    ("--max-memory", "-5MB", "must be greater than zero"),  # refused as negative, no longer as unreadable
 ])
 def test_malformed_budget_names_units(runner, tmp_path, flag, value, fragment):
     line = _run_bad(runner, tmp_path, ["--model", "zoo:digits-cnn", flag, value], [fragment])

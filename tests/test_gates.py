@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from edgepack.budgets import parse_budget
+import json
+import math
+
+import pytest
+
+from edgepack.budgets import optional_budget, parse_budget
+from edgepack.errors import UsageError
 from edgepack.gates import delegation_budget, judge
-from edgepack.records import Accuracy, Artifact, Measurement, Provenance, Report, TensorSpec
+from edgepack.records import Accuracy, Artifact, Delegation, Measurement, Provenance, Report, TensorSpec
 
 
 def _report(**kw) -> Report:
@@ -13,7 +19,7 @@ def _report(**kw) -> Report:
     arts = (
         Artifact("rt-fp32", "x-fp32.onnx", "onnx", "rt", "fp32", 4000, "a" * 64, spec, spec),
         Artifact("rt-int8", "x-int8.onnx", "onnx", "rt", "int8", 1000, "b" * 64, spec, spec,
-                 details={"delegation": {"delegated_nodes": 8, "total_nodes": 10}}),
+                 delegation=Delegation("xnnpack", subgraphs=1, delegated_nodes=8, total_nodes=10)),
     )
     m = Measurement("rt-int8", "rt", "host", "cpu", 1, 1, 10, 1.0, 2.0, 3.0, 1.5, 0.1, 0.5, 3.5, 4.0, 1.0,
                     60_000_000, 50_000_000, 10_000_000)
@@ -63,3 +69,32 @@ def test_report_json_round_trip_preserves_types():
     assert again == report
     assert isinstance(again.artifacts[0].inputs[0], TensorSpec)
     assert again.model.input_shapes == ((1, 1, 8, 8),)
+
+
+@pytest.mark.parametrize("metric,text,fragment", [
+    ("size", "", "--budget is empty"),
+    ("memory", "1e999GB", "too large"),
+    ("size", "1e308GB", "too large"),  # finite as typed, infinite once in bytes
+    ("memory", "-5MB", "must be greater than zero"),
+    ("latency", "0ms", "must be greater than zero"),
+    ("accuracy_drop", "200%", "more than 100 percentage points"),
+    ("accuracy_drop", "-1pp", "is negative"),
+])
+def test_budgets_that_cannot_be_meant_are_refused(metric, text, fragment):
+    with pytest.raises(UsageError, match=fragment):
+        parse_budget(metric, text)
+
+
+def test_only_a_missing_budget_option_means_not_given():
+    assert optional_budget("size", None) == []
+    with pytest.raises(UsageError, match="is empty"):
+        optional_budget("size", "")
+    edge = parse_budget("accuracy_drop", "100pp")  # the extremes that can be meant are kept
+    assert edge.limit == 100 and parse_budget("accuracy_drop", "0pp").limit == 0
+
+
+def test_judged_budgets_are_strict_json():
+    report = _report(budgets=(parse_budget("memory", "1e290GB"),))
+    verdicts = judge(report)
+    assert all(math.isfinite(v.limit) for v in verdicts)
+    json.loads(json.dumps([v.to_dict() for v in verdicts], allow_nan=False))

@@ -1,29 +1,36 @@
+"""Accuracy under seeded corruptions: severities hurt in order, sessions and eager models are checked alike."""
+
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
 
 from edgepack.errors import UsageError
+from edgepack.records import CorruptionResult, Robustness
 from edgepack.robustness import CORRUPTIONS, corrupt, eager_predict, robustness, session_predict
 
 
 def test_accuracy_decreases_with_severity(digits_split, teacher):
     _, test = digits_split
     rows = robustness(eager_predict(teacher), test, seed=0)
+    assert all(isinstance(r, CorruptionResult) for r in rows)
     clean = rows[0]
-    assert (clean["corruption"], clean["severity"], clean["drop"]) == ("clean", 0, 0.0)
-    assert clean["top1"] == pytest.approx(0.9944, abs=1e-3)
-    assert {r["corruption"] for r in rows[1:]} == set(CORRUPTIONS)
+    assert (clean.corruption, clean.severity, clean.drop) == ("clean", 0, 0.0)
+    assert clean.top1 == pytest.approx(0.9944, abs=1e-3)
+    assert {r.corruption for r in rows[1:]} == set(CORRUPTIONS)
     for name in CORRUPTIONS:
-        top1 = [r["top1"] for r in rows if r["corruption"] == name]
-        assert len(top1) == 3
-        assert top1[2] < top1[0] <= clean["top1"], (name, top1)
-        assert all(b <= a + 0.01 for a, b in zip(top1, top1[1:])), (name, top1)  # non-increasing, up to noise
-        assert top1[2] < clean["top1"] - 0.2, (name, top1)  # the strongest level really hurts
+        top1 = [r.top1 for r in rows if r.corruption == name]
+        assert [r.severity for r in rows if r.corruption == name] == [1, 2, 3]
+        assert top1[2] < top1[0] <= clean.top1, (name, top1)
+        assert all(b <= a + 0.01 for a, b in itertools.pairwise(top1)), (name, top1)  # non-increasing, up to noise
+        assert top1[2] < clean.top1 - 0.2, (name, top1)  # the strongest level really hurts
     for r in rows:
-        assert r["drop"] == pytest.approx(clean["top1"] - r["top1"])
+        assert r.drop == pytest.approx(clean.top1 - r.top1)
+    # rows are records: they survive the report's JSON round trip
+    assert Robustness.from_dict(Robustness("eager", test.name, rows).to_dict()).rows == rows
 
 
 def test_a_session_is_checked_like_the_eager_model(digits_split, teacher):
@@ -77,6 +84,6 @@ def test_blur_needs_images_and_robustness_needs_labels(digits_split, teacher):
         corrupt(np.zeros((4, 64), np.float32), "gaussian_blur", 1)
     vectors = dataclasses.replace(test, inputs=test.inputs.reshape(len(test), 64))
     rows = robustness(lambda x: eager_predict(teacher)(x.reshape(-1, 1, 8, 8)), vectors)
-    assert {r["corruption"] for r in rows} == {"clean", "gaussian_noise", "brightness"}  # blurs skipped
+    assert {r.corruption for r in rows} == {"clean", "gaussian_noise", "brightness"}  # blurs skipped
     with pytest.raises(UsageError, match="no labels"):
         robustness(eager_predict(teacher), dataclasses.replace(test, labels=None))

@@ -26,6 +26,8 @@ from edgepack.errors import UsageError
               "target's, p90).")
 @click.option("--require-full-delegation", is_flag=True, help="Fail (exit 3) if any op of an ExecuTorch artifact "
               "stays outside the XNNPACK delegate.")
+@click.option("--allow-partial", is_flag=True, help="When one runtime fails (export, parity or measurement), ship "
+              "the others and exit 0 if they meet the budgets; without it the failure is reported and exits 3.")
 @click.option("--qat", "qat_epochs", type=int, metavar="EPOCHS", help="Quantization-aware training (PT2E) for the "
               "runtimes that have it (ONNX Runtime, ExecuTorch), on --train data; the post-training int8 artifact "
               "is kept beside it for comparison.")
@@ -52,10 +54,10 @@ from edgepack.errors import UsageError
 @click.option("--quiet", is_flag=True, help="No progress on stderr (results and warnings are still printed).")
 def command(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str], target: str,
             runtimes: tuple[str, ...], precision: Optional[str], latency_stat: Optional[str],
-            require_full_delegation: bool, qat_epochs: Optional[int], robustness: bool, bundle: Optional[bool],
-            calibration: Optional[str], calibration_samples: Optional[int], eval_data: Optional[str],
-            device: Optional[str], runners: tuple[str, ...], threads: Optional[int], runs: Optional[int],
-            out: Optional[Path], as_json: bool, quiet: bool, **options: Any) -> None:
+            require_full_delegation: bool, allow_partial: bool, qat_epochs: Optional[int], robustness: bool,
+            bundle: Optional[bool], calibration: Optional[str], calibration_samples: Optional[int],
+            eval_data: Optional[str], device: Optional[str], runners: tuple[str, ...], threads: Optional[int],
+            runs: Optional[int], out: Optional[Path], as_json: bool, quiet: bool, **options: Any) -> None:
     """Compress, export, quantize, verify, measure and budget-gate a model for a target."""
     from edgepack.cli.output import Output
     from edgepack.config import load_target
@@ -72,6 +74,7 @@ def command(model_spec: str, factory: Optional[str], trust_checkpoint: bool, inp
         runs=runs, out=out, budgets=tuple(budgets_given(options, latency_stat or target_file.latency_stat)),
         passes=pass_configs(options), require_full_delegation=require_full_delegation, bundle=bundle,
         device=device, runners=runner_pairs(runners), qat_epochs=qat_epochs, robustness=robustness,
+        allow_partial=allow_partial,
     )
     build_plan = plan(request, target_file)  # every model-free check, before torch is imported
 

@@ -95,9 +95,13 @@ def pass_configs(kw: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(parse_pass(kind, str(value), allow_sparse=allow_sparse) for kind, value in given)
 
 
-def model_request(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str]) -> Any:
+def model_request(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str],
+                  option: str = "--model") -> Any:
+    """The model options as a ModelRequest, checked as far as they can be without torch (files, forms, sizes)."""
     from edgepack.config import parse_input_shape
-    from edgepack.models.request import ModelRequest
+    from edgepack.models.request import ModelRequest, check_model_request
 
     shape = parse_input_shape(input_shape) if input_shape is not None else None
-    return ModelRequest(model_spec, shape, factory, trust_checkpoint)
+    request = ModelRequest(model_spec, shape, factory, trust_checkpoint)
+    check_model_request(request, option)
+    return request

@@ -4,92 +4,62 @@ distillation through teacher assistants when one stage would compress too much (
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence, Union
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.hooks import RemovableHandle
 
+from edgepack.compress.student import assistant_for, count_params, stage_count
 from edgepack.data.dataset import ArrayDataset
 from edgepack.errors import UsageError
-from edgepack.records import PassRecord
-from edgepack.compress.student import assistant_for, count_params, stage_count
+from edgepack.records import DistillStage
 from edgepack.training import evaluate, set_eval, train_classifier
 
-FeaturePairs = Union[Mapping[str, str], Sequence[Sequence[str]]]
+
+class DistillSettings(Protocol):
+    """What the algorithm reads from its config (the distill pass's DistillConfig), and nothing it must import."""
+
+    @property
+    def temperature(self) -> float: ...
+    @property
+    def alpha(self) -> float: ...  # weight of the KD term; 1 - alpha goes to cross-entropy on the labels
+    @property
+    def epochs(self) -> int: ...  # per stage
+    @property
+    def lr(self) -> float: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def weight_decay(self) -> float: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def feature_pairs(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def feature_weight(self) -> float: ...
+    @property
+    def max_stage_ratio(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
-class DistillConfig:
-    """How to distill. `feature_pairs` maps teacher module names to student module names (empty: logits only).
+class Distilled:
+    """The trained student (in eval mode), one row per stage, and top-1 on the eval data before and after."""
 
-    Every stage of a progressive run trains for `epochs`. `max_stage_ratio=None` always distills in one stage.
-    """
-
-    temperature: float = 4.0
-    alpha: float = 0.9  # weight of the KD term; 1 - alpha goes to cross-entropy on the labels
-    epochs: int = 20
-    lr: float = 3e-3
-    batch_size: int = 64
-    weight_decay: float = 1e-4
-    seed: int = 0
-    feature_pairs: tuple[tuple[str, str], ...] = ()
-    feature_weight: float = 1.0
-    max_stage_ratio: Optional[float] = 3.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "feature_pairs", _pairs(self.feature_pairs))
-        _positive("temperature", self.temperature)
-        if not _number(self.alpha) or not 0.0 <= self.alpha <= 1.0:
-            raise UsageError(f"distill alpha must be between 0 and 1, got {self.alpha!r}")
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UsageError(f"distill {name} must be a whole number >= 1, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise UsageError(f"distill seed must be a whole number, got {self.seed!r}")
-        _positive("lr", self.lr)
-        for name in ("weight_decay", "feature_weight"):
-            value = getattr(self, name)
-            if not _number(value) or value < 0:
-                raise UsageError(f"distill {name} must be >= 0, got {value!r}")
-        if self.max_stage_ratio is not None and (not _number(self.max_stage_ratio) or self.max_stage_ratio <= 1.0):
-            raise UsageError(f"distill max_stage_ratio must be > 1 (or None for one stage), "
-                             f"got {self.max_stage_ratio!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["feature_pairs"] = [list(p) for p in self.feature_pairs]
-        return out
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, str]) -> "DistillConfig":
-        """From CLI text values, e.g. {"temperature": "4", "feature_pairs": "features.3:features.3;features.7:..."}."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, text in options.items():
-            if key not in fields:
-                raise UsageError(f"unknown distill option {key!r}; known: {', '.join(fields)}")
-            if key == "feature_pairs":
-                kwargs[key] = [p.split(":", 1) for p in text.replace(",", ";").split(";") if p.strip()]
-            elif key == "max_stage_ratio" and text.strip().lower() in ("none", "off"):
-                kwargs[key] = None
-            else:
-                whole = key in ("epochs", "batch_size", "seed")
-                try:
-                    kwargs[key] = int(text) if whole else float(text)
-                except ValueError:
-                    raise UsageError(f"distill {key}={text!r} is not a {'whole number' if whole else 'number'}") \
-                        from None
-        return cls(**kwargs)
+    student: nn.Module
+    stages: tuple[DistillStage, ...]
+    teacher_top1: float | None
+    student_top1: float | None
+    notes: tuple[str, ...] = ()
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: Optional[torch.Tensor],
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor | None,
             temperature: float, alpha: float) -> torch.Tensor:
     """alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y), averaged over the batch.
 
@@ -105,18 +75,17 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     return alpha * soft + (1.0 - alpha) * F.cross_entropy(student_logits, labels)
 
 
-def distill(teacher: nn.Module, student: nn.Module, train: ArrayDataset, config: DistillConfig,
-            eval: Optional[ArrayDataset] = None) -> tuple[nn.Module, PassRecord]:
+def distill(teacher: nn.Module, student: nn.Module, train: ArrayDataset, config: DistillSettings,
+            eval: ArrayDataset | None = None, *, progress: Callable[[str], None] | None = None) -> Distilled:
     """Distill `teacher` into `student` (trained in place and returned in eval mode).
 
     When teacher params / student params exceeds `config.max_stage_ratio`, teacher assistants are derived from the
-    teacher (torch-pruning, uniform width) and distilled in turn, each one teaching the next; the PassRecord's
-    `changes` lists every stage: params and ratio, teacher and student top-1 on `eval`, final loss, seconds, and
-    `derived_width` (the assistant's width relative to that stage's teacher; None for the given student).
-    `feature_pairs` apply to the last stage only, since assistants carry the teacher's layer names.
-    Unlabelled `train` data works when alpha == 1: the teacher supplies every target.
+    teacher (torch-pruning, uniform width) and distilled in turn, each one teaching the next; each stage's row has
+    params and ratio, teacher and student top-1 on `eval`, final loss, seconds, and `derived_width` (the assistant's
+    width relative to that stage's teacher; None for the given student). `feature_pairs` apply to the last stage
+    only, since assistants carry the teacher's layer names. Unlabelled `train` data works when alpha == 1: the
+    teacher supplies every target. `progress` hears of every stage and epoch.
     """
-    started = time.perf_counter()
     example = (torch.from_numpy(np.ascontiguousarray(train.inputs[:1], dtype=np.float32)),)
     num_classes = _check_pair(teacher, student, train)
     _check_labels(train, num_classes, config)
@@ -126,41 +95,40 @@ def distill(teacher: nn.Module, student: nn.Module, train: ArrayDataset, config:
     teacher_acc = evaluate(teacher, eval) if eval is not None else None
     stages = stage_count(teacher_params / student_params, config.max_stage_ratio)
     per_stage = (teacher_params / student_params) ** (1.0 / stages)
-    changes, notes = [], []
+    rows: list[DistillStage] = []
+    notes = []
     if stages > 1 and config.feature_pairs:
         # assistants are derived from the teacher, so they keep its layer names but not the student's
         notes.append("feature_pairs applied in the last stage only (assistant -> student); earlier stages use logits")
     current, current_acc = teacher, teacher_acc
     for k in range(1, stages + 1):
+        width: float | None = None
         if k < stages:
             target = math.ceil(teacher_params / per_stage**k)
+            _say(progress, f"distill stage {k}/{stages}: deriving a teacher assistant of about {target:,} params")
             stage_student, width = assistant_for(current, example, target)
         else:
-            stage_student, width = student, None
-        stage_config = config if k == stages else dataclasses.replace(config, feature_pairs=())
-        row = dict(stage=k, teacher_top1=current_acc, derived_width=width)
-        row.update(_distill_stage(current, stage_student, train, stage_config, eval))
-        if row["ratio"] > (config.max_stage_ratio or math.inf) * 1.05:
-            notes.append(f"stage {k} compresses {row['ratio']:.2f}x, over max_stage_ratio {config.max_stage_ratio}: "
+            stage_student = student
+        _say(progress, f"distill stage {k}/{stages}: {count_params(current):,} -> {count_params(stage_student):,} "
+                       f"params")
+        row = _distill_stage(current, stage_student, train, config, config.feature_pairs if k == stages else (),
+                             eval, label=f"distill stage {k}/{stages}", progress=progress)
+        row = replace(row, stage=k, teacher_top1=current_acc, derived_width=width)
+        if row.ratio > (config.max_stage_ratio or math.inf) * 1.05:
+            notes.append(f"stage {k} compresses {row.ratio:.2f}x, over max_stage_ratio {config.max_stage_ratio}: "
                          "channel counts are whole numbers")
-        changes.append(row)
-        current, current_acc = stage_student, row["student_top1"]
-    from edgepack.models.loader import count_params_and_macs
-
-    record = PassRecord(
-        name="distill", config=config.to_dict(), params_before=teacher_params, params_after=student_params,
-        macs_before=count_params_and_macs(teacher, example)[1], macs_after=count_params_and_macs(student, example)[1],
-        seconds=round(time.perf_counter() - started, 3), changes=tuple(changes), accuracy_before=teacher_acc,
-        accuracy_after=current_acc, notes=tuple(notes))
-    return student.eval(), record
+        rows.append(row)
+        current, current_acc = stage_student, row.student_top1
+    return Distilled(student.eval(), tuple(rows), teacher_acc, current_acc, tuple(notes))
 
 
-def _distill_stage(teacher: nn.Module, student: nn.Module, train: ArrayDataset, config: DistillConfig,
-                   eval: Optional[ArrayDataset]) -> dict[str, Any]:
+def _distill_stage(teacher: nn.Module, student: nn.Module, train: ArrayDataset, config: DistillSettings,
+                   feature_pairs: tuple[tuple[str, str], ...], eval: ArrayDataset | None, *, label: str,
+                   progress: Callable[[str], None] | None) -> DistillStage:
     started = time.perf_counter()
     set_eval(teacher)
     torch.manual_seed(config.seed)  # adapters are initialised before training seeds itself
-    taps = _FeatureTaps(teacher, student, config.feature_pairs, train)
+    taps = _FeatureTaps(teacher, student, feature_pairs, train)
     wrapped = _StudentWithAdapters(student, taps.adapters)
     losses: list[float] = []
     labels = train.labels if train.labels is not None else np.zeros(len(train), dtype=np.int64)
@@ -174,18 +142,28 @@ def _distill_stage(teacher: nn.Module, student: nn.Module, train: ArrayDataset, 
             loss = loss + config.feature_weight * taps.loss()
         return loss
 
+    def on_epoch(epoch: int, loss: float) -> None:
+        losses.append(loss)
+        _say(progress, f"{label} epoch {epoch}/{config.epochs}: loss {loss:.4f}")
+
     try:
-        train_classifier(wrapped, dataclasses.replace(train, labels=labels), config.epochs, lr=config.lr,
+        train_classifier(wrapped, replace(train, labels=labels), config.epochs, lr=config.lr,
                          batch_size=config.batch_size, seed=config.seed, weight_decay=config.weight_decay,
-                         loss_fn=loss_fn, on_epoch=lambda _e, loss: losses.append(loss))
+                         loss_fn=loss_fn, on_epoch=on_epoch)
     finally:
         taps.remove()
     student.eval()
-    return dict(teacher_params=count_params(teacher), student_params=count_params(student),
-                ratio=count_params(teacher) / count_params(student), epochs=config.epochs,
-                final_loss=losses[-1] if losses else None,
-                student_top1=evaluate(student, eval) if eval is not None else None,
-                seconds=round(time.perf_counter() - started, 3))
+    teacher_params, student_params = count_params(teacher), count_params(student)
+    return DistillStage(stage=0, teacher_params=teacher_params, student_params=student_params,
+                        ratio=teacher_params / student_params, epochs=config.epochs,
+                        final_loss=losses[-1] if losses else None,
+                        student_top1=evaluate(student, eval) if eval is not None else None,
+                        seconds=round(time.perf_counter() - started, 3))
+
+
+def _say(progress: Callable[[str], None] | None, message: str) -> None:
+    if progress is not None:
+        progress(message)
 
 
 class _StudentWithAdapters(nn.Module):
@@ -236,7 +214,7 @@ class _FeatureTaps:
         self.pairs = pairs
         self.teacher_out: dict[str, torch.Tensor] = {}
         self.student_out: dict[str, torch.Tensor] = {}
-        self.hooks = []
+        self.hooks: list[RemovableHandle] = []
         self.adapters = nn.ModuleList()
         if not pairs:
             return
@@ -308,7 +286,7 @@ def _check_pair(teacher: nn.Module, student: nn.Module, train: ArrayDataset) -> 
     return int(outs[0].shape[1])
 
 
-def _check_labels(data: ArrayDataset, num_classes: int, config: Optional[DistillConfig]) -> None:
+def _check_labels(data: ArrayDataset, num_classes: int, config: DistillSettings | None) -> None:
     if data.labels is None:
         if config is None or config.alpha < 1.0:
             raise UsageError(f"{data.name} has no labels; evaluation and alpha < 1 need labelled data")
@@ -320,22 +298,3 @@ def _check_labels(data: ArrayDataset, num_classes: int, config: Optional[Distill
     if bad.size:
         raise UsageError(f"{data.name} has labels outside the model's {num_classes} classes (0..{num_classes - 1}): "
                          f"{sorted(set(bad.tolist()))[:5]}")
-
-
-def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
-    items = list(value.items()) if isinstance(value, Mapping) else list(value or ())
-    out = []
-    for item in items:
-        if isinstance(item, str) or len(item) != 2 or not all(isinstance(n, str) and n.strip() for n in item):
-            raise UsageError(f"distill feature pair {item!r} must be (teacher layer name, student layer name)")
-        out.append((item[0].strip(), item[1].strip()))
-    return tuple(out)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _positive(name: str, value: Any) -> None:
-    if not _number(value) or value <= 0:
-        raise UsageError(f"distill {name} must be > 0, got {value!r}")

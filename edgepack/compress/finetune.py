@@ -1,43 +1,48 @@
-"""Fine-tuning as a pass (recovery after compression), and the helper other passes use between their steps."""
+"""Fine-tuning as a pass: supervised training on the training data, to recover what the passes before it cost."""
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
-from torch import nn
+from edgepack.compress import base
+from edgepack.compress.base import PassConfig, PassContext, PassResult, register
 
-from edgepack.compress.apply import PassContext, PassResult
-from edgepack.compress.configs import FinetuneConfig
-from edgepack.data.dataset import ArrayDataset
-from edgepack.errors import UsageError
-
-
-def require_training_data(ctx: PassContext, what: str) -> ArrayDataset:
-    if ctx.train is None or ctx.train.labels is None or len(ctx.train) == 0:
-        raise UsageError(f"{what} needs labelled training data (a zoo model's own dataset or --train DATA); "
-                         f"none was given")
-    return ctx.train
+if TYPE_CHECKING:
+    from torch import nn
 
 
-def train_epochs(module: nn.Module, ctx: PassContext, *, epochs: int, lr: float, seed: int, what: str,
-                 batch_size: int = 64) -> list[dict[str, float]]:
-    """Train in place; returns the mean training loss of each epoch, for the pass record."""
-    from edgepack.training import train_classifier
+@dataclass(frozen=True)
+class FinetuneConfig(PassConfig):
+    """Supervised fine-tuning on the training data (recovery after the passes before it)."""
 
-    data = require_training_data(ctx, what)
-    losses: list[dict[str, float]] = []
+    kind: ClassVar[str] = "finetune"
+    primary: ClassVar[str | None] = "epochs"
+    metavar: ClassVar[str] = "EPOCHS"
+    help: ClassVar[str] = "Fine-tune after the passes (on --train data)."
+    kind_aliases: ClassVar[tuple[str, ...]] = ("fine-tune", "fine_tune")
 
-    def on_epoch(epoch: int, loss: float) -> None:
-        losses.append({"epoch": epoch, "loss": round(loss, 5)})
-        ctx.say(f"{what}: epoch {epoch}/{epochs} loss {loss:.4f}")
+    epochs: int
+    lr: float = 1e-3
+    seed: int = 0
+    batch_size: int = 64
 
-    train_classifier(module, data, epochs, lr=lr, seed=seed, batch_size=batch_size, on_epoch=on_epoch)
-    return losses
+    def __post_init__(self) -> None:
+        k = "finetune"
+        base.integer(k, "epochs", self.epochs, 1, "e.g. --finetune 3")
+        base.training(k, self.epochs, self.lr, self.seed)
+        base.integer(k, "batch_size", self.batch_size, 1, "e.g. batch_size=64")
+
+    def needs_training_data(self) -> str | None:
+        return "finetune"
 
 
+@register(FinetuneConfig)
 def finetune(module: nn.Module, config: FinetuneConfig, ctx: PassContext) -> PassResult:
-    losses = train_epochs(module, ctx, epochs=config.epochs, lr=config.lr, seed=config.seed,
-                          batch_size=config.batch_size, what="finetune")
-    data: Optional[ArrayDataset] = ctx.train
-    notes = [f"trained {config.epochs} epoch(s) on {data.name} ({len(data)} samples)"] if data is not None else []
-    return PassResult(module, changes=losses, notes=notes)
+    from edgepack.training import require_training_data, train_epochs
+
+    data = require_training_data(ctx.train, "finetune")
+    training = train_epochs(module, data, epochs=config.epochs, lr=config.lr, seed=config.seed,
+                            batch_size=config.batch_size, what="finetune", progress=ctx.progress)
+    return PassResult(module, training=training,
+                      notes=(f"trained {config.epochs} epoch(s) on {data.name} ({len(data)} samples)",))

@@ -7,19 +7,53 @@ nn.TransformerEncoder (`layers`), Hugging Face encoders (`encoder.layer`).
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
-from torch import nn
-
-from edgepack.compress import moduletree
-from edgepack.compress.apply import PassContext, PassResult
-from edgepack.compress.configs import DropLayersConfig
+from edgepack.compress import base
+from edgepack.compress.base import PassConfig, PassContext, PassResult, register
 from edgepack.errors import UsageError
+from edgepack.records import BlocksDropped
+
+if TYPE_CHECKING:
+    from torch import nn
 
 BLOCK_LIST_NAMES = ("blocks", "layers", "layer")
 
 
+@dataclass(frozen=True)
+class DropLayersConfig(PassConfig):
+    """Remove whole transformer blocks: the listed `indices`, or `middle` blocks around the centre of the stack."""
+
+    kind: ClassVar[str] = "drop-layers"
+    primary: ClassVar[str | None] = "indices"
+    metavar: ClassVar[str] = "INDICES|middle=N"
+    help: ClassVar[str] = "Drop transformer blocks, e.g. 1,2 or middle=2."
+
+    indices: tuple[int, ...] = ()
+    middle: int | None = None
+    container: str | None = None  # which ModuleList, when the model has several (e.g. encoder.layers)
+
+    def __post_init__(self) -> None:
+        k = "drop-layers"
+        if not isinstance(self.indices, tuple):
+            raise UsageError("drop-layers indices must be a list of block numbers, e.g. 1,2")
+        if bool(self.indices) == (self.middle is not None):
+            raise UsageError("drop-layers needs either block indices (e.g. --drop-layers 1,2) or middle=N "
+                             "(e.g. --drop-layers middle=2), not both and not neither")
+        for i in self.indices:
+            base.integer(k, "index", i, 0, "blocks are numbered from 0")
+        if len(set(self.indices)) != len(self.indices):
+            raise UsageError(f"drop-layers indices {list(self.indices)} repeat a block; list each block once")
+        if self.middle is not None:
+            base.integer(k, "middle", self.middle, 1, "e.g. middle=2 drops the two central blocks")
+        if self.container is not None and (not isinstance(self.container, str) or not self.container):
+            raise UsageError("drop-layers container must be a module name, e.g. container=encoder.layers")
+
+
 def block_lists(root: nn.Module) -> list[tuple[str, nn.ModuleList]]:
+    from torch import nn
+
     return [(name, m) for name, m in root.named_modules()
             if isinstance(m, nn.ModuleList) and len(m) > 0 and name.rpartition(".")[2] in BLOCK_LIST_NAMES]
 
@@ -30,7 +64,12 @@ def middle_indices(depth: int, count: int) -> list[int]:
     return list(range(start, start + count))
 
 
+@register(DropLayersConfig)
 def drop_layers(module: nn.Module, config: DropLayersConfig, ctx: PassContext) -> PassResult:
+    from torch import nn
+
+    from edgepack.compress import moduletree
+
     root = moduletree.user_root(module)
     name, blocks = _choose(root, config)
     depth = len(blocks)
@@ -50,8 +89,8 @@ def drop_layers(module: nn.Module, config: DropLayersConfig, ctx: PassContext) -
     kept = [i for i in range(depth) if i not in dropped]
     moduletree.replace(root, name, nn.ModuleList(blocks[i] for i in kept))
     notes = _update_counts(root, name, len(kept))
-    change: dict[str, Any] = {"container": name, "dropped": dropped, "kept": kept, "blocks": [depth, len(kept)]}
-    return PassResult(module, changes=[change], notes=notes)
+    dropped_blocks = BlocksDropped(container=name, dropped=tuple(dropped), kept=tuple(kept), blocks=(depth, len(kept)))
+    return PassResult(module, dropped=dropped_blocks, notes=tuple(notes))
 
 
 def _choose(root: nn.Module, config: DropLayersConfig) -> tuple[str, nn.ModuleList]:
@@ -76,6 +115,8 @@ def _choose(root: nn.Module, config: DropLayersConfig) -> tuple[str, nn.ModuleLi
 
 def _update_counts(root: nn.Module, name: str, depth: int) -> list[str]:
     """Keep the attributes that state the depth in step with it (nn.TransformerEncoder, Hugging Face configs)."""
+    from torch import nn
+
     notes = []
     parent_name = name.rpartition(".")[0]
     parent = root.get_submodule(parent_name) if parent_name else root

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
 
 from torch import nn
 
 from edgepack.errors import UsageError
+from edgepack.records import SkippedLayer
 
 
 def user_root(module: nn.Module) -> nn.Module:
@@ -17,11 +18,11 @@ def user_root(module: nn.Module) -> nn.Module:
     return module.model if isinstance(module, OutputSelector) else module
 
 
-def layers_of(root: nn.Module, types: tuple[type, ...]) -> list[tuple[str, nn.Module]]:
+def layers_of(root: nn.Module, types: tuple[type[nn.Module], ...]) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in root.named_modules() if name and isinstance(m, types)]
 
 
-def classifier_name(root: nn.Module) -> Optional[str]:
+def classifier_name(root: nn.Module) -> str | None:
     """The last nn.Linear registered: the class scores in the classifiers this tool targets."""
     linears = layers_of(root, (nn.Linear,))
     return linears[-1][0] if linears else None
@@ -46,7 +47,7 @@ def within(name: str, prefixes: Iterable[str]) -> bool:
 
 
 def select(root: nn.Module, types: tuple[type, ...], *, layers: tuple[str, ...], keep_classifier: bool,
-           option: str, ignore: tuple[str, ...] = ()) -> tuple[list[tuple[str, nn.Module]], list[dict[str, Any]]]:
+           option: str, ignore: tuple[str, ...] = ()) -> tuple[list[tuple[str, nn.Module]], list[SkippedLayer]]:
     """Layers of the given types a pass works on, and the ones it leaves out with the reason.
 
     All layers of those types, or those inside `layers`; minus the classifier (when `keep_classifier`) and `ignore`.
@@ -54,20 +55,21 @@ def select(root: nn.Module, types: tuple[type, ...], *, layers: tuple[str, ...],
     """
     resolve(root, layers + ignore, option)
     classifier = classifier_name(root) if keep_classifier else None
-    chosen, left_out = [], []
+    chosen: list[tuple[str, nn.Module]] = []
+    left_out: list[SkippedLayer] = []
     for name, m in layers_of(root, types):
         if layers and not within(name, layers):
             continue
         if not layers and name == classifier:
-            left_out.append({"layer": name, "type": type(m).__name__, "reason": "classifier (keep_classifier)"})
+            left_out.append(SkippedLayer(layer=name, type=type(m).__name__, reason="classifier (keep_classifier)"))
         elif within(name, ignore):
-            left_out.append({"layer": name, "type": type(m).__name__, "reason": "ignored"})
+            left_out.append(SkippedLayer(layer=name, type=type(m).__name__, reason="ignored"))
         else:
             chosen.append((name, m))
     return chosen, left_out
 
 
-def replacement_refused(root: nn.Module, name: str) -> Optional[str]:
+def replacement_refused(root: nn.Module, name: str) -> str | None:
     """Why the layer `name` cannot be swapped for another module, if it can't.
 
     nn.MultiheadAttention hands its out_proj's weight to a functional kernel instead of calling it, and

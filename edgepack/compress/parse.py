@@ -1,4 +1,5 @@
-"""Turn CLI option strings (`--prune ratio=0.5,steps=3`) and recipe lists into validated pass configs.
+"""Turn CLI option strings (`--prune ratio=0.5,steps=3`), option mappings and recipe lists into validated pass
+configs, for any pass in the registry: the fields, their types and defaults come from the config dataclass.
 
 Unknown pass kinds and keys are refused with the close matches; nothing is corrected silently.
 """
@@ -10,32 +11,34 @@ import difflib
 import os
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any
 
-from edgepack.compress.configs import PASS_KINDS, PassConfig
+from edgepack.compress.base import PassConfig
+from edgepack.compress.registry import config_for_kind, registered_passes
 from edgepack.errors import UsageError
 
-# Recipes are YAML, where keys are usually written with underscores; both spellings name the same pass.
-KIND_ALIASES = {"drop_layers": "drop-layers", "fine-tune": "finetune", "low-rank": "lowrank"}
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
 
 def known_kinds() -> list[str]:
-    return list(PASS_KINDS)
+    return [c.kind for c in registered_passes()]
 
 
 def config_class(kind: str, where: str = "") -> type[PassConfig]:
-    name = KIND_ALIASES.get(kind, kind)
-    if name not in PASS_KINDS:
-        raise UsageError(f"{where or 'compression pass'}: unknown pass {kind!r}{_close(kind, PASS_KINDS)}; "
-                         f"known passes: {', '.join(PASS_KINDS)}")
-    return PASS_KINDS[name]
+    """The config class of the pass named `kind` (recipes may write `drop_layers` for `drop-layers`)."""
+    config = config_for_kind(kind)
+    if config is None:
+        kinds = known_kinds()
+        raise UsageError(f"{where or 'compression pass'}: unknown pass {kind!r}{_close(kind, kinds)}; "
+                         f"known passes: {', '.join(kinds)}")
+    return config
 
 
 def parse_pass(kind: str, text: str, *, allow_sparse: bool = False,
-               extra: Optional[Mapping[str, Any]] = None) -> PassConfig:
+               extra: Mapping[str, Any] | None = None) -> PassConfig:
     """Parse the value of a CLI option such as `--prune 0.5` or `--lowrank energy=0.9,layers=fc,head`.
 
     A bare first value sets the pass's main field (prune/sparse: ratio, finetune: epochs, drop-layers: indices).
@@ -51,7 +54,18 @@ def parse_pass(kind: str, text: str, *, allow_sparse: bool = False,
     return _build(cls, _with_allow_sparse(cls, values, allow_sparse), where)
 
 
-RecipeSource = Union[Iterable[Any], "os.PathLike[str]"]
+def parse_options(kind: str, values: Mapping[str, Any], *, allow_sparse: bool = False,
+                  where: str | None = None) -> PassConfig:
+    """A config from option values given one by one (text from a command line, or numbers), e.g.
+    `parse_options("distill", {"student": "zoo:digits-cnn", "epochs": 5, "feature_pairs": "a:b,c:d",
+    "max_stage_ratio": "none"}, where="edgepack distill")`. `where` prefixes error messages."""
+    cls = config_class(kind, where or f"--{kind}")
+    where = where or f"--{cls.kind}"
+    fields = {_field_name(cls, str(key), where): value for key, value in values.items()}
+    return _build(cls, _with_allow_sparse(cls, fields, allow_sparse), where)
+
+
+RecipeSource = Iterable[Any] | os.PathLike[str]
 
 
 def parse_recipe(steps: RecipeSource, *, allow_sparse: bool = False) -> list[PassConfig]:
@@ -131,7 +145,7 @@ def _split(cls: type[PassConfig], text: str, where: str) -> dict[str, Any]:
     """`a=1,b=x,y` -> {"a": "1", "b": ["x", "y"]} for list-valued b; a leading bare value fills `primary`."""
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
-    current: Optional[str] = None
+    current: str | None = None
     for i, raw in enumerate(text.split(",")):
         token = raw.strip()
         if not token:
@@ -186,15 +200,22 @@ def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
-        inner = [a for a in typing.get_args(hint) if a is not type(None)][0]
+        inner = next(a for a in typing.get_args(hint) if a is not type(None))
         return _coerce(inner, value, where, key)
     if origin is tuple:
-        item = typing.get_args(hint)[0]
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        elif not isinstance(value, (list, tuple)):
-            value = [value]
-        return tuple(_coerce(item, v, where, key) for v in value)
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:  # a list: tuple[X, ...]
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            elif not isinstance(value, (list, tuple)):
+                value = [value]
+            return tuple(_coerce(args[0], v, where, key) for v in value)
+        # a fixed-size item such as a (teacher, student) pair, written a:b on the command line
+        parts = [v.strip() for v in value.split(":")] if isinstance(value, str) else value
+        if not isinstance(parts, (list, tuple)) or len(parts) != len(args):
+            raise UsageError(f"{where}: {key} item {value!r} must have {len(args)} parts, written "
+                             f"{':'.join('x' * len(args))}")
+        return tuple(_coerce(a, v, where, key) for a, v in zip(args, parts, strict=True))
     if hint is bool:
         if isinstance(value, bool):
             return value

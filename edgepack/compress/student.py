@@ -10,48 +10,16 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from collections.abc import Sequence
+from types import ModuleType
 
 import torch
 from torch import nn
 
+from edgepack.compress.base import PassContext
+from edgepack.compress.prune import PruneConfig, prune
 from edgepack.errors import MissingDependency, UsageError
 from edgepack.training import set_eval
-
-
-@dataclass(frozen=True)
-class StudentChoice:
-    """What `--student` asked for: a width of the teacher (`width=0.5`) or a model spec the loader resolves."""
-
-    width: Optional[float] = None
-    spec: Optional[str] = None
-
-
-def parse_student(text: str) -> StudentChoice:
-    """`width=0.5` -> derive from the teacher; anything else is a model spec (zoo:NAME, file.py:Class, ...)."""
-    text = text.strip()
-    if not text:
-        raise UsageError("--student is empty; give width=W (0 < W < 1) or a model spec such as zoo:digits-cnn")
-    if text.startswith("width="):
-        value = text[len("width="):]
-        try:
-            width = float(value)
-        except ValueError:
-            raise UsageError(f"--student width={value!r} is not a number; give e.g. width=0.5") from None
-        _check_width(width)
-        return StudentChoice(width=width)
-    return StudentChoice(spec=text)
-
-
-def make_student(choice: StudentChoice, teacher: nn.Module, example_inputs: tuple[torch.Tensor, ...],
-                 load_spec: Optional[Callable[[str], nn.Module]] = None) -> nn.Module:
-    """Build the student `choice` names: derived from the teacher, or loaded by the caller's spec loader."""
-    if choice.width is not None:
-        return derive_student(teacher, example_inputs, choice.width)
-    if choice.spec is None or load_spec is None:
-        raise UsageError("a student spec needs a model loader; give width=W or a spec the CLI can load")
-    return load_spec(choice.spec)
 
 
 def derive_student(teacher: nn.Module, example_inputs: tuple[torch.Tensor, ...], width: float = 0.5, *,
@@ -69,9 +37,6 @@ def derive_student(teacher: nn.Module, example_inputs: tuple[torch.Tensor, ...],
 def _derive(teacher: nn.Module, example_inputs: tuple[torch.Tensor, ...], width: float, *, round_to: int = 1,
             ignored_layers: Sequence[str] = ()) -> nn.Module:
     _torch_pruning()
-    from edgepack.compress.apply import PassContext
-    from edgepack.compress.configs import PruneConfig
-    from edgepack.compress.prune import prune
 
     student = set_eval(copy.deepcopy(teacher))
     config = PruneConfig(ratio=1.0 - width, importance="group", round_to=round_to, ignore=tuple(ignored_layers))
@@ -95,7 +60,7 @@ def count_params(model: nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def stage_count(total_ratio: float, max_stage_ratio: Optional[float]) -> int:
+def stage_count(total_ratio: float, max_stage_ratio: float | None) -> int:
     """How many distillation stages keep every stage's compression at or under `max_stage_ratio`."""
     if max_stage_ratio is None or total_ratio <= max_stage_ratio:
         return 1
@@ -108,7 +73,7 @@ def assistant_for(teacher: nn.Module, example_inputs: tuple[torch.Tensor, ...], 
     """A student derived from `teacher` with the fewest params >= target_params, by bisection on width."""
     _torch_pruning()  # a missing library is not a width problem: fail before the search
     lo, hi = 0.0, 1.0
-    best: Optional[tuple[nn.Module, float]] = None
+    best: tuple[nn.Module, float] | None = None
     for _ in range(steps):
         mid = (lo + hi) / 2
         try:
@@ -131,7 +96,7 @@ def _check_width(width: float) -> None:
         raise UsageError(f"student width must be between 0 and 1 (exclusive), got {width}")
 
 
-def _torch_pruning():
+def _torch_pruning() -> ModuleType:
     try:
         import torch_pruning
     except ImportError:

@@ -9,10 +9,11 @@ import numpy as np
 
 from edgepack.data.dataset import ArrayDataset
 
+PIXEL_SCALE = 1.0 / 16.0
 PREPROCESSING = {
     "layout": "NCHW",
     "input": "8x8 grayscale, pixel values 0..16 as in sklearn.datasets.load_digits",
-    "scale": 1.0 / 16.0,
+    "scale": PIXEL_SCALE,
     "mean": [0.5],
     "std": [0.5],
     "formula": "x = (pixel / 16 - mean) / std",
@@ -24,7 +25,7 @@ SEED = 0
 
 def preprocess(pixels: np.ndarray) -> np.ndarray:
     """(N, 64) or (N, 8, 8) raw digits pixels -> (N, 1, 8, 8) float32 model inputs."""
-    x = np.asarray(pixels, dtype=np.float32).reshape(-1, 1, 8, 8) * PREPROCESSING["scale"]
+    x = np.asarray(pixels, dtype=np.float32).reshape(-1, 1, 8, 8) * PIXEL_SCALE
     return (x - 0.5) / 0.5
 
 

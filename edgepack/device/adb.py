@@ -1,8 +1,10 @@
 """Measure an artifact on an Android phone over adb, with a runner binary the user built for arm64.
 
 The real `adb` client does the work (subprocess): push the artifact and the runner to a fresh directory under
-/data/local/tmp, run warm-up and timed iterations, parse the runner's output (device.runner_output) into a
-Measurement, and always remove what was pushed. Command construction is pure and tested without a device.
+/data/local/tmp, run warm-up and timed iterations, parse the runner's output into a Measurement, and always remove
+what was pushed. Which runner, its command line and how to read its output are the runtime's own declarations
+(`phone_runner`, `phone_runner_argv`, `parse_phone_runner_output`), so a new runtime needs no change here.
+Command construction is pure and tested without a device.
 """
 
 from __future__ import annotations
@@ -11,21 +13,24 @@ import secrets
 import shlex
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING
 
-from edgepack.device.runner_output import RunnerStats, parse_benchmark_model, parse_executor_runner
 from edgepack.errors import ToolError, UsageError
 from edgepack.fileio import sha256_file
 from edgepack.records import Artifact, Measurement
+from edgepack.runtimes import REGISTRY, runtime_class
+
+if TYPE_CHECKING:
+    from edgepack.device.runner_output import RunnerStats
+    from edgepack.runtimes.base import RuntimeBase
 
 REMOTE_ROOT = "/data/local/tmp"
 EM_AARCH64 = 183
 # e_machine values a wrongly chosen runner usually has, to name them in the error.
 _MACHINES = {3: "x86", 8: "MIPS", 40: "32-bit ARM", 62: "x86-64", 183: "AArch64 (arm64)", 243: "RISC-V"}
-# Which runner measures which artifact format, for messages.
-RUNNERS = {"pte": "ExecuTorch executor_runner", "tflite": "TFLite/LiteRT benchmark_model"}
 ADB_TIMEOUT_S = 120.0
 
 
@@ -39,8 +44,8 @@ def elf_machine(path: Path) -> tuple[int, int]:
         raise UsageError(f"cannot read runner {path}: {exc.strerror}") from None
     if len(header) < 20 or header[:4] != b"\x7fELF":
         raise UsageError(f"runner {path} is not an ELF executable; pass an arm64 Android build of the runner")
-    byteorder = "little" if header[5] == 1 else "big"
-    return header[4], int.from_bytes(header[18:20], byteorder)
+    machine = header[18:20]
+    return header[4], int.from_bytes(machine, "little") if header[5] == 1 else int.from_bytes(machine, "big")
 
 
 def check_arm64_runner(path: Path) -> None:
@@ -84,17 +89,20 @@ def adb_argv(adb: str, serial: str, *args: str) -> list[str]:
     return [adb, "-s", serial, *args]
 
 
-def runner_argv(artifact_format: str, runner: str, model: str, threads: int, warmup: int, runs: int) -> list[str]:
-    """The runner's command line on the device, for one artifact format."""
+def phone_runtime(runtime: str) -> RuntimeBase:
+    """The runtime that measures on a phone with its own runner; UsageError naming those that can."""
+    cls = runtime_class(runtime)
+    if cls.phone_runner is None:
+        capable = [name for name in REGISTRY if runtime_class(name).phone_runner]
+        raise UsageError(f"{runtime} has no phone runner; adb measures {', '.join(capable)} artifacts")
+    return cls()
+
+
+def runner_argv(runtime: str, runner: str, model: str, threads: int, warmup: int, runs: int) -> list[str]:
+    """The runtime's phone runner command line on the device."""
     if threads < 1 or warmup < 0 or runs < 1:
         raise UsageError(f"need threads >= 1, warmup >= 0 and runs >= 1; got {threads}, {warmup}, {runs}")
-    if artifact_format == "pte":
-        # executor_runner has no warm-up flag: run warmup + runs and drop the first iterations when parsing.
-        return [runner, f"--model_path={model}", f"--num_executions={warmup + runs}", f"--cpu_threads={threads}"]
-    if artifact_format == "tflite":
-        return [runner, f"--graph={model}", f"--num_threads={threads}", f"--warmup_runs={warmup}",
-                f"--num_runs={runs}", "--report_peak_memory_footprint=true"]
-    raise UsageError(f"no device runner for .{artifact_format} artifacts; adb measures {', '.join(RUNNERS)} files")
+    return phone_runtime(runtime).phone_runner_argv(runner, model, threads, warmup, runs)
 
 
 def remote_command(workdir: str, argv: Sequence[str]) -> str:
@@ -102,14 +110,12 @@ def remote_command(workdir: str, argv: Sequence[str]) -> str:
     return f"cd {shlex.quote(workdir)} && {shlex.join(argv)}"
 
 
-def remote_workdir(token: Optional[str] = None) -> str:
+def remote_workdir(token: str | None = None) -> str:
     return f"{REMOTE_ROOT}/edgepack-{token or secrets.token_hex(6)}"
 
 
-def parse_runner_output(artifact_format: str, text: str, warmup: int) -> RunnerStats:
-    if artifact_format == "pte":
-        return parse_executor_runner(text, warmup)
-    return parse_benchmark_model(text)
+def parse_runner_output(runtime: str, text: str, warmup: int) -> RunnerStats:
+    return phone_runtime(runtime).parse_phone_runner_output(text, warmup)
 
 
 def describe(serial: str, props: dict[str, str]) -> tuple[str, str]:
@@ -128,7 +134,7 @@ class AdbDevice:
     serial: str
 
     @classmethod
-    def resolve(cls, spec: str) -> "AdbDevice":
+    def resolve(cls, spec: str) -> AdbDevice:
         """'adb' (the only attached phone) or 'adb:SERIAL' -> a device that is attached and authorised."""
         if spec != "adb" and not spec.startswith("adb:"):
             raise UsageError(f"unknown device {spec!r}; use 'adb' or 'adb:SERIAL'")
@@ -162,7 +168,7 @@ class AdbDevice:
             raise UsageError(f"{len(ready)} devices attached ({', '.join(ready)}); pick one with adb:SERIAL")
         return cls(adb, ready[0])
 
-    def run(self, *args: str, timeout: float = ADB_TIMEOUT_S, check: bool = True) -> subprocess.CompletedProcess:
+    def run(self, *args: str, timeout: float = ADB_TIMEOUT_S, check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = adb_argv(self.adb, self.serial, *args)
         try:
             proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
@@ -183,7 +189,7 @@ class AdbDevice:
         runner, model = Path(runner), Path(artifact.path)
         workdir = remote_workdir()
         remote_model, remote_runner = f"{workdir}/{model.name}", f"{workdir}/{runner.name}"
-        argv = runner_argv(artifact.format, remote_runner, remote_model, threads, warmup, runs)  # validates first
+        argv = runner_argv(artifact.runtime, remote_runner, remote_model, threads, warmup, runs)  # validates first
         check_arm64_runner(runner)
         if not model.is_file():
             raise UsageError(f"artifact {artifact.name} has no file at {model}")
@@ -197,9 +203,9 @@ class AdbDevice:
         finally:
             self.run("shell", "rm", "-rf", workdir, check=False)
         if proc.returncode != 0:
-            raise ToolError(f"{RUNNERS[artifact.format]} failed on {self.serial} (exit {proc.returncode}): "
-                            f"{_tail(proc.stdout)}")
-        stats = parse_runner_output(artifact.format, proc.stdout, warmup)
+            raise ToolError(f"{artifact.runtime}'s {runtime_class(artifact.runtime).phone_runner} failed on "
+                            f"{self.serial} (exit {proc.returncode}): {_tail(proc.stdout)}")
+        stats = parse_runner_output(artifact.runtime, proc.stdout, warmup)
         where, cpu = describe(self.serial, props)
         return Measurement(
             artifact=artifact.name, runtime=artifact.runtime, where=where, cpu=cpu, threads=threads,

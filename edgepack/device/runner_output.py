@@ -8,8 +8,8 @@ which measured value stands in for it and why (`notes`), and never invent one.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 from edgepack.errors import ToolError
 
@@ -27,10 +27,10 @@ class RunnerStats:
     std_ms: float
     min_ms: float
     max_ms: float
-    init_ms: Optional[float] = None
-    first_run_ms: Optional[float] = None
-    peak_rss_bytes: Optional[int] = None
-    peak_over_baseline_bytes: Optional[int] = None
+    init_ms: float | None = None
+    first_run_ms: float | None = None
+    peak_rss_bytes: int | None = None
+    peak_over_baseline_bytes: int | None = None
     notes: tuple[str, ...] = ()
 
 

@@ -18,6 +18,7 @@ class ModelBundle:
     example_inputs: tuple["torch.Tensor", ...]
     input_names: tuple[str, ...]
     provenance: Provenance
+    load_warnings: tuple[str, ...] = ()  # what loading went on without (e.g. an unreadable .pt2 sidecar): report them
 
     @property
     def name(self) -> str:

@@ -12,7 +12,7 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import nn
@@ -21,7 +21,8 @@ from edgepack.errors import UsageError, one_line
 from edgepack.models import zoo
 from edgepack.models.bundle import ModelBundle
 from edgepack.models.outputs import OutputSelector, describe_output
-from edgepack.models.request import ModelRequest
+from edgepack.models.request import (ModelRequest, check_callable_spec, check_input_shape, check_model_request,
+                                     spec_kind)
 from edgepack.records import PassRecord, Provenance
 from edgepack.training import set_eval
 
@@ -34,19 +35,21 @@ class _Loaded:
     name: str
     zoo_entry: Optional[zoo.ZooEntry] = None
     passes: tuple[PassRecord, ...] = ()  # compression already applied (a .pt2 from `edgepack compress`)
+    warnings: tuple[str, ...] = ()  # what loading went on without (an unreadable sidecar), for the report
 
 
 def load_model(request: ModelRequest) -> tuple[ModelBundle, Optional[zoo.ZooEntry]]:
     """Load, put in eval mode, check it runs on the example inputs, and wrap its output selection."""
+    check_model_request(request)  # the model-free checks, again for callers that did not plan
     loaded = _load(request)
     module = set_eval(loaded.module)
     inputs = _example_inputs(request, loaded)
     with torch.no_grad():
         try:
             output = module(*inputs)
-        except Exception as exc:  # the model's own error, whatever its type
+        except (Exception, SystemExit) as exc:  # the model's own error, whatever its type
             shapes = ", ".join("x".join(map(str, t.shape)) for t in inputs)
-            raise UsageError(f"the model rejected input shape {shapes}: {type(exc).__name__}: {one_line(exc)}"
+            raise UsageError(f"the model rejected input shape {shapes}: {_describe(exc)}"
                              f" (set --input-shape to what the model takes)") from None
     selector = describe_output(output)
     if selector != "tensor":
@@ -68,7 +71,7 @@ def load_model(request: ModelRequest) -> tuple[ModelBundle, Optional[zoo.ZooEntr
         labels=entry.labels if entry else (),
     )
     names = tuple("input" if len(inputs) == 1 else f"input_{i}" for i in range(len(inputs)))
-    return ModelBundle(module, inputs, names, provenance), entry
+    return ModelBundle(module, inputs, names, provenance, load_warnings=loaded.warnings), entry
 
 
 def count_params_and_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[int, int]:
@@ -85,26 +88,42 @@ def count_params_and_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -
 
 def _example_inputs(request: ModelRequest, loaded: _Loaded) -> tuple[torch.Tensor, ...]:
     if request.input_shape:
-        torch.manual_seed(0)
-        return (torch.randn(*request.input_shape),)
+        return (_random_input(request.input_shape),)
     if loaded.example_inputs:
         return loaded.example_inputs
     if loaded.zoo_entry:
-        torch.manual_seed(0)
-        return (torch.randn(*loaded.zoo_entry.input_shape),)
-    raise UsageError(f"{request.spec}: cannot tell the model's input shape; pass --input-shape (e.g. 1x3x224x224) "
-                     f"or return (model, example_inputs) from the callable")
+        return (_random_input(loaded.zoo_entry.input_shape),)
+    raise UsageError(f"--model {request.spec}: cannot tell the model's input shape; pass --input-shape (e.g. "
+                     f"1x3x224x224) or return (model, example_inputs) from the callable")
+
+
+def _random_input(shape: tuple[int, ...]) -> torch.Tensor:
+    check_input_shape(shape)  # refuse by arithmetic before asking the allocator
+    torch.manual_seed(0)
+    try:
+        return torch.randn(*shape)
+    except (RuntimeError, MemoryError) as exc:  # within the limit but more than this machine has free
+        raise UsageError(f"--input-shape {'x'.join(map(str, shape))}: cannot allocate the example input "
+                         f"({one_line(exc)}); give the shape of one real input, batch included") from None
+
+
+def _describe(exc: BaseException) -> str:
+    """"TypeName: first line of the message", shortened by one_line."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def _load(request: ModelRequest) -> _Loaded:
     spec = request.spec
-    if spec.startswith("zoo:"):
+    kind = spec_kind(spec)
+    if kind == "zoo":
         name = spec[4:]
         entry = zoo.entry(name)
         return _Loaded(zoo.build(name), None, "zoo", name, entry)
-    if spec.endswith(".pt2"):
+    if kind == "pt2":
         return _load_pt2(Path(spec))
-    if spec.endswith((".pt", ".pth")):
+    if kind == "checkpoint":
         return _load_checkpoint(request)
     module, example = _from_callable(spec, "--model")
     return _Loaded(module, example, "python", _callable_name(spec))
@@ -118,108 +137,223 @@ def _callable_name(spec: str) -> str:
 
 def resolve_callable(spec: str, option: str) -> Callable[..., Any]:
     """`file.py:name` or `package.module:name` -> the callable, with one-line errors."""
-    if ":" not in spec:
-        raise UsageError(f"{option} {spec!r}: expected zoo:NAME, path/to/file.py:callable, package.module:callable, "
-                         f"a .pt2 file, or a .pt checkpoint")
+    check_callable_spec(spec, option)
     target, _, attr = spec.rpartition(":")
     if target.endswith(".py"):
         path = Path(target)
-        if not path.is_file():
-            raise UsageError(f"{option} {spec}: model file {target} does not exist")
         mod_name = f"edgepack_user_{path.stem}"
         module_spec = importlib.util.spec_from_file_location(mod_name, path)
-        module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
+        if module_spec is None or module_spec.loader is None:
+            raise UsageError(f"{option} {spec}: {target} cannot be imported as a Python file")
+        module = importlib.util.module_from_spec(module_spec)
         sys.modules[mod_name] = module
         try:
-            module_spec.loader.exec_module(module)  # type: ignore[union-attr]
-        except Exception as exc:
-            raise UsageError(f"{option} {spec}: importing {target} failed: {type(exc).__name__}: {one_line(exc)}") from None
+            module_spec.loader.exec_module(module)
+        except (Exception, SystemExit) as exc:  # whatever the user's file raises while it is imported
+            sys.modules.pop(mod_name, None)
+            raise UsageError(f"{option} {spec}: importing {target} failed: {_describe(exc)}") from None
     else:
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
             raise UsageError(f"{option} {spec}: cannot import module {target!r} ({one_line(exc)})") from None
+        except (Exception, SystemExit) as exc:  # the module was found but raised while it was imported
+            raise UsageError(f"{option} {spec}: importing {target} failed: {_describe(exc)}") from None
     if not hasattr(module, attr):
         defined = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
                          and getattr(v, "__module__", None) == module.__name__)
-        raise UsageError(f"{option} {spec}: {target} defines no {attr!r}; it defines: {', '.join(defined) or 'nothing callable'}")
+        raise UsageError(f"{option} {spec}: {target} defines no {attr!r}; it defines: "
+                         f"{', '.join(defined) or 'nothing callable'}")
     fn = getattr(module, attr)
     if not callable(fn):
-        raise UsageError(f"{option} {spec}: {attr!r} is a {type(fn).__name__}, not a callable")
+        raise UsageError(f"{option} {spec}: {attr!r} is {_a(type(fn).__name__)}, not a callable; name a function "
+                         f"or class that returns a torch.nn.Module")
     return fn
 
 
 def _from_callable(spec: str, option: str) -> tuple[nn.Module, Optional[tuple[torch.Tensor, ...]]]:
     fn = resolve_callable(spec, option)
     try:
-        result = fn() if not isinstance(fn, nn.Module) else fn
-    except Exception as exc:
-        raise UsageError(f"{option} {spec}: calling it failed: {type(exc).__name__}: {one_line(exc)}") from None
-    example = None
+        result = fn if isinstance(fn, nn.Module) else fn()
+    except (Exception, SystemExit) as exc:
+        raise UsageError(f"{option} {spec}: calling it failed: {_describe(exc)}") from None
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module):
-        result, example = result
-        example = (example,) if isinstance(example, torch.Tensor) else tuple(example)
-        if not all(isinstance(t, torch.Tensor) for t in example):
-            raise UsageError(f"{option} {spec}: example inputs must be tensors")
+        return result[0], _example_tuple(result[1], spec, option)
     if not isinstance(result, nn.Module):
         raise UsageError(f"{option} {spec}: returned {type(result).__name__}, not a torch.nn.Module "
                          f"(return a Module, or (Module, example_inputs))")
-    return result, example
+    return result, None
+
+
+def _example_tuple(example: Any, spec: str, option: str) -> tuple[torch.Tensor, ...]:
+    """The example inputs a callable returned beside its Module: one tensor, or a non-empty tuple/list of tensors."""
+    if isinstance(example, torch.Tensor):
+        return (example,)
+    if isinstance(example, (tuple, list)) and example and all(isinstance(t, torch.Tensor) for t in example):
+        return tuple(example)
+    if isinstance(example, (tuple, list)) and not example:
+        got = f"an empty {type(example).__name__}"
+    elif isinstance(example, (tuple, list)):
+        got = f"a {type(example).__name__} of {', '.join(type(t).__name__ for t in example)}"
+    else:
+        shown = repr(example)
+        got = f"{type(example).__name__} {shown}" if len(shown) <= 40 else _a(type(example).__name__)
+    raise UsageError(f"{option} {spec}: the example inputs it returned are {got}; return (module, tensor) or "
+                     f"(module, (tensor, ...)) with one tensor per forward argument")
 
 
 def _load_pt2(path: Path) -> _Loaded:
-    if not path.is_file():
-        raise UsageError(f"--model {path}: no such .pt2 file")
+    if not _starts_like_zip(path):  # checked here so torch does not log a traceback for a file of another kind
+        raise UsageError(f"--model {path}: not a torch.export program (torch.export.save writes a zip archive; "
+                         f"this file is not one)")
     try:
         ep = torch.export.load(str(path))
+        module = ep.module()
     except Exception as exc:
-        raise UsageError(f"--model {path}: not a torch.export program ({one_line(exc)})") from None
+        raise UsageError(f"--model {path}: not a readable torch.export program ({_first_sentence(exc)}); "
+                         f"write it with torch.export.save or `edgepack compress`") from None
     args = tuple(a for a in ep.example_inputs[0] if isinstance(a, torch.Tensor)) if ep.example_inputs else None
-    history = _compress_history(path)
+    history, warnings = _compress_history(path)
     entry = None
     if history is not None and history.source.startswith("zoo:"):
-        entry = zoo.entry(history.source[4:])  # a compressed zoo model keeps its dataset, preprocessing and labels
-    return _Loaded(ep.module(), args or None, "pt2", path.stem, entry, history.passes if history else ())
+        name = history.source[4:]
+        if name in zoo.names():
+            entry = zoo.entry(name)  # a compressed zoo model keeps its dataset, preprocessing and labels
+        else:
+            warnings.append(f"{path.with_suffix('.json')}: names zoo model {name!r}, which this edgepack does not "
+                            f"have; the model loads without its dataset, preprocessing and labels")
+    return _Loaded(module, args or None, "pt2", path.stem, entry, history.passes if history else (), tuple(warnings))
 
 
-def _compress_history(path: Path) -> Optional[Provenance]:
-    """The provenance `edgepack compress` wrote beside a .pt2, if any."""
+def _compress_history(path: Path) -> tuple[Optional[Provenance], list[str]]:
+    """The provenance `edgepack compress` wrote beside a .pt2, if any, and a warning when it cannot be read."""
     import json
 
     sidecar = path.with_suffix(".json")
     if not sidecar.is_file():
-        return None
+        return None, []
     try:
-        return Provenance.from_dict(json.loads(sidecar.read_text(encoding="utf-8")))
-    except (ValueError, TypeError, KeyError):
-        return None
+        return Provenance.from_dict(json.loads(sidecar.read_text(encoding="utf-8"))), []
+    except Exception as exc:  # any way the file fails to be a provenance record: say so and go on without it
+        return None, [f"{sidecar}: cannot read the pass history beside {path.name} ({type(exc).__name__}: "
+                      f"{one_line(exc, 120)}); the model loads without it, so earlier passes and the zoo dataset "
+                      f"are not carried over"]
 
 
 def _load_checkpoint(request: ModelRequest) -> _Loaded:
     path = Path(request.spec)
-    if not path.is_file():
-        raise UsageError(f"--model {path}: no such checkpoint file")
     if request.trust_checkpoint:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(obj, nn.Module):
-            raise UsageError(f"--model {path}: holds a {type(obj).__name__}, not a whole Module; "
-                             f"load it as a state dict with --factory SPEC instead")
-        return _Loaded(obj, None, "checkpoint", path.stem)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise UsageError(f"--model {path}: the checkpoint needs unpickling arbitrary objects; if you trust it, "
-                             f"add --trust-checkpoint, or save a state_dict and pass --factory") from None
-        raise UsageError(f"--model {path}: cannot read checkpoint ({one_line(exc)})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except (Exception, SystemExit) as exc:  # unpickling runs the file's code: anything can come out
+            raise UsageError(f"--model {path}: cannot unpickle the checkpoint "
+                             f"({_checkpoint_failure(path, exc, trusted=True)})") from None
+        if isinstance(obj, nn.Module):
+            if request.factory:
+                raise UsageError(f"--model {path}: holds a whole Module, so --factory is not used; drop --factory")
+            return _Loaded(obj, None, "checkpoint", path.stem)
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            blocked = _unsupported_global(exc)
+            if blocked:
+                raise UsageError(f"--model {path}: the checkpoint holds {blocked}, which only unpickling arbitrary "
+                                 f"code can load; if you trust the file, add --trust-checkpoint, or save a "
+                                 f"state_dict and pass --factory") from None
+            raise UsageError(f"--model {path}: cannot read the checkpoint ({_checkpoint_failure(path, exc)})"
+                             ) from None
+    state = _state_dict(obj, path)
     if not request.factory:
         raise UsageError(f"--model {path}: a state-dict checkpoint needs --factory file.py:callable "
                          f"that builds the architecture")
     module, example = _from_callable(request.factory, "--factory")
+    _load_weights(module, state, path)
+    return _Loaded(module, example, "checkpoint", path.stem)
+
+
+def _unsupported_global(exc: Exception) -> Optional[str]:
+    """The class or function a weights_only load refused (the one case --trust-checkpoint can help), if that was it."""
+    text = str(exc)
+    marker = "Unsupported global: GLOBAL "
+    if marker not in text:
+        return None
+    return text.split(marker, 1)[1].split()[0]
+
+
+def _checkpoint_failure(path: Path, exc: BaseException, trusted: bool = False) -> str:
+    """Why torch.load failed, in a few words: torch's own messages run to paragraphs of advice."""
+    if trusted and isinstance(exc, (AttributeError, ImportError)):  # pickles name classes by module and name
+        return f"{_describe(exc)}; the classes it was pickled with must be importable here"
+    if "TorchScript" in str(exc):
+        return "it is a TorchScript archive; edgepack needs the Python model: pass file.py:callable, or its state " \
+               "dict with --factory"
+    with path.open("rb") as f:
+        head = f.read(1)
+    if _starts_like_zip(path) and ("zip archive" in str(exc) or isinstance(exc, OSError)):
+        return f"its zip archive is damaged or truncated: {_first_sentence(exc)}; save or copy it again"
+    if not _starts_like_zip(path) and head != b"\x80":  # torch.save writes a zip (or, before 1.6, a pickle)
+        return "not a file torch.save wrote: neither a zip archive nor a pickle"
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        return "corrupt or not a torch.save file: " + one_line(ValueError(text.split("WeightsUnpickler error:", 1)[1]))
+    return f"corrupt or not a torch.save file: {type(exc).__name__}: {_first_sentence(exc)}"
+
+
+def _starts_like_zip(path: Path) -> bool:
+    """A zip's local header (a truncated zip still has one, so it is reported as corrupt, not as another format)."""
+    with path.open("rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def _first_sentence(exc: BaseException) -> str:
+    line = one_line(exc)
+    sentence, dot, _ = line.partition(". ")
+    return sentence if dot and len(sentence) >= 20 else line
+
+
+def _state_dict(obj: Any, path: Path) -> Mapping[str, torch.Tensor]:
+    """A state dict (parameter name -> tensor), unwrapped from {"state_dict": ...}; else one line saying why not."""
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise UsageError(f"--model {path}: holds {_a(type(obj).__name__)}, not a state dict (parameter names -> "
+                         f"tensors) or a whole Module; save model.state_dict() and pass --factory file.py:callable")
+    not_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        first = not_tensors[0]
+        raise UsageError(f"--model {path}: holds a dict that is not a state dict: {str(first)!r} is "
+                         f"{_a(type(obj[first]).__name__)}, not a tensor (keys: {_some(list(obj))}); save "
+                         f"model.state_dict() itself, or one under the key 'state_dict'")
+    return obj
+
+
+def _load_weights(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """load_state_dict (torch decides what fits), with a refusal summarised in one line instead of torch's listing."""
     try:
         module.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UsageError(f"--model {path}: weights do not fit the --factory model ({one_line(exc)})") from None
-    return _Loaded(module, example, "checkpoint", path.stem)
+    except Exception as exc:
+        raise UsageError(f"--model {path}: weights do not fit the --factory model: "
+                         f"{_weights_mismatch(module, state) or one_line(exc)}") from None
+
+
+def _weights_mismatch(module: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    resized = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+               if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = [f"{len(missing)} missing ({_some(missing)})" if missing else "",
+                f"{len(unexpected)} unexpected ({_some(unexpected)})" if unexpected else "",
+                f"{len(resized)} of another shape (checkpoint vs model: {_some(resized, 2)})" if resized else ""]
+    return "; ".join(p for p in problems if p)
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    names = [str(n) for n in names]
+    more = f", … {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

@@ -17,7 +17,7 @@ def describe_output(output: Any) -> str:
     """Return the selector for the tensor to keep: "tensor", "[i]", "['key']" or ".logits"."""
     if isinstance(output, torch.Tensor):
         return "tensor"
-    if hasattr(output, "logits") and isinstance(getattr(output, "logits"), torch.Tensor):
+    if hasattr(output, "logits") and isinstance(output.logits, torch.Tensor):
         return ".logits"
     if isinstance(output, dict):
         if isinstance(output.get("logits"), torch.Tensor):

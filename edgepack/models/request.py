@@ -1,9 +1,23 @@
-"""What the user asked to load (`--model` and its companions): a plain record, so planning needs no torch."""
+"""What the user asked to load (`--model` and its companions): a plain record, so planning needs no torch.
+
+`check_model_request` refuses what is wrong without loading anything (a missing file, a spec of no known form,
+options that do not go together, an input shape too large to allocate), so the plan fails in milliseconds.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
-from typing import Optional
+from pathlib import Path
+from typing import Optional, Sequence
+
+from edgepack.errors import UsageError
+
+SPEC_FORMS = "zoo:NAME, path/to/file.py:callable, package.module:callable, a .pt2 file, or a .pt/.pth checkpoint"
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+EXAMPLE_INPUT_DTYPE_BYTES = 4  # example inputs made from --input-shape are float32
+MAX_EXAMPLE_INPUT_BYTES = 2 * 1024**3  # one example input; calibration and parity hold hundreds of them
 
 
 @dataclass(frozen=True)
@@ -12,3 +26,89 @@ class ModelRequest:
     input_shape: Optional[tuple[int, ...]] = None
     factory: Optional[str] = None
     trust_checkpoint: bool = False
+
+
+def spec_kind(spec: str) -> str:
+    """"zoo", "pt2", "checkpoint" or "callable": how a spec is loaded."""
+    if spec.startswith("zoo:"):
+        return "zoo"
+    if spec.lower().endswith(".pt2"):
+        return "pt2"
+    if spec.lower().endswith(CHECKPOINT_SUFFIXES):
+        return "checkpoint"
+    return "callable"
+
+
+def check_model_request(request: ModelRequest, option: str = "--model") -> None:
+    """Every check on a model request that needs neither torch nor the model. Raises UsageError (exit 2)."""
+    spec = request.spec
+    if not spec.strip():
+        raise UsageError(f"{option} is empty; give {SPEC_FORMS}")
+    kind = spec_kind(spec)
+    if kind == "zoo":
+        from edgepack.models import zoo
+
+        zoo.entry(spec[4:])  # an unknown name lists the zoo
+    elif kind in ("pt2", "checkpoint"):
+        _check_file(Path(spec), option, ".pt2" if kind == "pt2" else "checkpoint")
+    else:
+        check_callable_spec(spec, option)
+    if kind != "checkpoint":
+        # these only mean something for a checkpoint; ignoring them would hide a mistaken --model
+        if request.factory is not None:
+            raise UsageError(f"--factory builds the architecture for a .pt/.pth state-dict checkpoint; {option} "
+                             f"{spec} is not one: drop --factory, or pass the checkpoint as {option}")
+        if request.trust_checkpoint:
+            raise UsageError(f"--trust-checkpoint unpickles a .pt/.pth checkpoint; {option} {spec} is not one: "
+                             f"drop --trust-checkpoint")
+    elif request.factory is not None:
+        check_callable_spec(request.factory, "--factory")
+    if request.input_shape is not None:
+        check_input_shape(request.input_shape)
+
+
+def check_callable_spec(spec: str, option: str) -> None:
+    """`file.py:callable` or `package.module:callable`, with the file present when it is a file."""
+    target, colon, attr = spec.rpartition(":")
+    if not colon or not target or not attr:
+        hint = f" (add the callable: {spec}:build)" if spec.endswith(".py") else ""
+        raise UsageError(f"{option} {spec!r}: expected {SPEC_FORMS}{hint}")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.exists():
+            raise UsageError(f"{option} {spec}: model file {target} does not exist")
+        if not path.is_file():
+            raise UsageError(f"{option} {spec}: {target} is not a file; name a Python file and a callable in it")
+
+
+def check_input_shape(shape: Sequence[int], option: str = "--input-shape") -> None:
+    """Refuse an example input too large to allocate, before anything tries (the size is known from the shape)."""
+    text = "x".join(str(d) for d in shape)
+    if not shape or any(d < 1 for d in shape):
+        raise UsageError(f"{option} {text or '(empty)'}: every dimension must be 1 or more, e.g. 1x3x224x224")
+    values = math.prod(shape)
+    nbytes = values * EXAMPLE_INPUT_DTYPE_BYTES
+    if nbytes > MAX_EXAMPLE_INPUT_BYTES:
+        raise UsageError(f"{option} {text} is {values:,} values ({format_bytes(nbytes)} as float32), over the "
+                         f"{format_bytes(MAX_EXAMPLE_INPUT_BYTES)} edgepack allows for one example input; give the "
+                         f"shape of one real input, batch included, e.g. 1x3x224x224")
+
+
+def format_bytes(nbytes: float) -> str:
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    power = 0
+    while nbytes >= 1024 and power < len(units) - 1:
+        nbytes /= 1024
+        power += 1
+    return f"{nbytes:.0f} B" if power == 0 else f"{nbytes:,.1f} {units[power]}"
+
+
+def _check_file(path: Path, option: str, what: str) -> None:
+    if not path.exists():
+        raise UsageError(f"{option} {path}: no such {what} file")
+    if not path.is_file():
+        raise UsageError(f"{option} {path}: is a directory, not a {what} file")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{option} {path}: the file is not readable (permission denied)")
+    if path.stat().st_size == 0:
+        raise UsageError(f"{option} {path}: the file is empty (0 bytes), not a {what} file; save the model again")

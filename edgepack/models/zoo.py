@@ -56,12 +56,13 @@ def _vit() -> Any:
 def _entries() -> dict[str, ZooEntry]:
     from edgepack.data import digits
 
-    trained = dict(dataset="digits", preprocessing=digits.PREPROCESSING, labels=digits.LABELS)
     entries = [
         ZooEntry("digits-cnn", "3-conv CNN trained on scikit-learn digits (the demo model)", (1, 1, 8, 8),
-                 _digits_cnn, weights="digits_cnn.pt", **trained),
+                 _digits_cnn, weights="digits_cnn.pt", dataset="digits", preprocessing=digits.PREPROCESSING,
+                 labels=digits.LABELS),
         ZooEntry("digits-vit", "3-block ViT (patch 2, dim 48, 4 heads) trained on scikit-learn digits",
-                 (1, 1, 8, 8), _digits_vit, weights="digits_vit.pt", **trained),
+                 (1, 1, 8, 8), _digits_vit, weights="digits_vit.pt", dataset="digits",
+                 preprocessing=digits.PREPROCESSING, labels=digits.LABELS),
         ZooEntry("resnet18-cifar", "ResNet-18 in CIFAR layout, 32x32x3, random init (reference architecture)",
                  (1, 3, 32, 32), _resnet18),
         ZooEntry("mobilenetv2-cifar", "MobileNetV2-style depthwise net, 32x32x3, random init", (1, 3, 32, 32),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -107,9 +106,11 @@ def markdown(report: Report) -> str:
         lines.append(f"- `{Path(a.path).name}`: {a.runtime} {a.precision}, {a.scheme}; sha256 `{a.sha256[:16]}…`")
         for note in a.notes:
             lines.append(f"  - {note}")
-        delegation = a.details.get("delegation")
-        if delegation:
-            lines.append(f"  - delegation: {json.dumps(delegation)[:400]}")
+        d = a.delegation
+        if d is not None:  # e.g. "41/43 nodes in XnnpackBackend; outside: aten.cumsum.default x1 (reason)"
+            outside = "; ".join(f"{f.op} x{f.count} ({f.reason})" for f in d.fallback_ops)
+            lines.append(f"  - delegation: {d.delegated_nodes}/{d.total_nodes} nodes in {d.backend}"
+                         + (f"; outside: {outside}" if outside else ""))
     lines.append("")
     if report.measurements:
         lines += ["## Measurements", "", "| artifact | where | threads | runs | p50 | p90 | p99 | mean ± std | init | "

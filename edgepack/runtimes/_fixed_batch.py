@@ -7,7 +7,7 @@ runs each chunk and concatenates the outputs along the batch axis.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

@@ -8,7 +8,8 @@ this module stays cheap.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from edgepack.errors import UsageError, one_line
 
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
 _OP_PATTERN = re.compile(r"\b([A-Za-z_]\w*::[\w.]+|aten\.\w+(?:\.\w+)?|\w+\.\w+\.default)\b")
 
 
-def calibration_batches(bundle: "ModelBundle", calibration: "ArrayDataset | None",
-                        runtime: str) -> Iterator[tuple["torch.Tensor", ...]]:
+def calibration_batches(bundle: ModelBundle, calibration: ArrayDataset | None,
+                        runtime: str) -> Iterator[tuple[torch.Tensor, ...]]:
     """Calibration samples in chunks of the exported batch size: the exported graph is guarded on that shape."""
     import torch
 
@@ -48,14 +49,14 @@ def calibration_batches(bundle: "ModelBundle", calibration: "ArrayDataset | None
         yield (torch.from_numpy(chunk.astype("float32", copy=False)).to(example.dtype),)
 
 
-def calibration_count(bundle: "ModelBundle", calibration: "ArrayDataset | None") -> int:
+def calibration_count(bundle: ModelBundle, calibration: ArrayDataset | None) -> int:
     """How many calibration samples `calibration_batches` feeds (whole batches of the exported size)."""
     batch = int(bundle.example_inputs[0].shape[0])
     n = len(calibration) if calibration is not None else 0
     return n - n % batch
 
 
-def export_program(bundle: "ModelBundle", runtime: str) -> Any:
+def export_program(bundle: ModelBundle, runtime: str) -> Any:
     """torch.export the bundle at its example inputs; a model torch.export rejects is a usage error."""
     import torch
 
@@ -66,8 +67,8 @@ def export_program(bundle: "ModelBundle", runtime: str) -> Any:
         raise rejection(runtime, "torch.export", exc) from exc
 
 
-def quantize_static(bundle: "ModelBundle", quantizer: Any, calibration: "ArrayDataset | None", runtime: str,
-                    fold_quantize: bool = True) -> "torch.fx.GraphModule":
+def quantize_static(bundle: ModelBundle, quantizer: Any, calibration: ArrayDataset | None, runtime: str,
+                    fold_quantize: bool = True) -> torch.fx.GraphModule:
     """Export, insert observers with `quantizer`, calibrate, and convert to a Q/DQ graph module."""
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e

@@ -1,32 +1,66 @@
-"""The protocol every runtime implements, and helpers they share."""
+"""The protocol every runtime implements, the options base class, and helpers they share.
+
+Importing this module (or any runtime module) must stay light: no torch, no runtime library. The planner reads the
+runtimes' class attributes (their declared capabilities) in milliseconds, before any heavy import.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+
+from edgepack.errors import ToolError, UsageError
+from edgepack.records import (
+    Artifact,
+    CalibrationInfo,
+    Delegation,
+    OpCount,
+    Simplification,
+    TensorSpec,
+)
 
 if TYPE_CHECKING:
     import numpy as np
+    from typing_extensions import Self
 
     from edgepack.data.dataset import ArrayDataset
+    from edgepack.device.runner_output import RunnerStats
     from edgepack.models.bundle import ModelBundle
-    from edgepack.records import Artifact, TensorSpec
 
 # A loaded artifact: takes float32 numpy inputs (one per model input), returns float32 numpy outputs.
 # Runtimes with quantized I/O quantize/dequantize inside, so callers always compare floats.
 Session = Callable[[Sequence["np.ndarray"]], list["np.ndarray"]]
+
+PRECISIONS = ("fp32", "int8")
+INT8_SOURCES = ("eager", "fp32")  # the values `int8_from` may declare
+EAGER = "eager"  # the parent of an artifact exported straight from the PyTorch model
+
+OptionsT = TypeVar("OptionsT", bound="RuntimeOptions")
+ValueT = TypeVar("ValueT")
 
 
 @dataclass(frozen=True)
 class QatRequest:
     """Quantization-aware training instead of post-training calibration (`--qat EPOCHS`)."""
 
-    train: "ArrayDataset"
+    train: ArrayDataset
     epochs: int
     lr: float = 1e-4
     seed: int = 0
+
+
+def option(default: ValueT, choices: Sequence[ValueT], doc: str) -> ValueT:
+    """A target-file key with its allowed values; checked in `RuntimeOptions.__post_init__`, listed in the schema."""
+    return field(default=default, metadata={"choices": tuple(choices), "doc": doc})
+
+
+def _as_written(value: Any) -> str:
+    """A value as a target file (YAML) spells it: true/false, not True/False."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @dataclass(frozen=True)
@@ -35,7 +69,8 @@ class RuntimeOptions:
 
     Each runtime declares a frozen subclass as `options_type`; fields are the keys a target file may set, with their
     defaults; `__post_init__` raises ValueError naming the valid values, and the target loader turns that into a
-    one-line UsageError naming the file.
+    one-line UsageError naming the file. Fields made with `option(...)` carry their allowed values, so validation,
+    error messages and the JSON schema come from one declaration.
     """
 
     calibration_samples: int = 128  # size of the seeded, class-stratified calibration subset
@@ -44,6 +79,40 @@ class RuntimeOptions:
         if isinstance(self.calibration_samples, bool) or not isinstance(self.calibration_samples, int) \
                 or self.calibration_samples < 1:
             raise ValueError(f"calibration_samples={self.calibration_samples!r} must be a whole number >= 1")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            # compared with their types: True == 1 and 1 == 1.0, but neither is a valid spelling of the other
+            if choices is not None and not any(type(value) is type(c) and value == c for c in choices):
+                raise ValueError(f"{f.name}={value!r} is not one of: {', '.join(_as_written(c) for c in choices)}")
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Self:
+        """Options from a target file's section; an unknown key is a ValueError naming the valid ones."""
+        unknown = [key for key in data if key not in cls.option_names()]
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(cls.option_names())}")
+        return cls(**data)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON schema of this runtime's section in a target file, from the fields and their declared choices."""
+        properties: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            choices = f.metadata.get("choices")
+            if choices is not None:
+                prop: dict[str, Any] = {"enum": list(choices), "default": f.default}
+                if f.metadata.get("doc"):
+                    prop["description"] = f.metadata["doc"]
+            else:  # calibration_samples, the one free-valued key
+                prop = {"type": "integer", "minimum": 1, "default": f.default,
+                        "description": "size of the seeded, class-stratified calibration subset"}
+            properties[f.name] = prop
+        return {"type": "object", "additionalProperties": False, "properties": properties}
 
 
 @dataclass(frozen=True)
@@ -52,15 +121,15 @@ class ExportRequest:
 
     precision: str  # fp32 | int8
     out_dir: Path
-    calibration: Optional["ArrayDataset"] = None
+    calibration: ArrayDataset | None = None
     options: RuntimeOptions = field(default_factory=RuntimeOptions)  # the target file's settings for this runtime
-    parent: Optional["Artifact"] = None  # the fp32 artifact an int8 one derives from, when the runtime uses it
-    qat: Optional[QatRequest] = None  # int8 only: train with fake quantization instead of calibrating
+    parent: Artifact | None = None  # the fp32 artifact an int8 one derives from, when the runtime uses it
+    qat: QatRequest | None = None  # int8 only: train with fake quantization instead of calibrating
 
     @property
     def parent_name(self) -> str:
         """What the artifact derives from: the artifact passed as parent, else the eager model."""
-        return self.parent.name if self.parent is not None else "eager"
+        return self.parent.name if self.parent is not None else EAGER
 
     @property
     def tag(self) -> str:
@@ -77,12 +146,12 @@ class Runtime(Protocol):
     options_type: ClassVar[type[RuntimeOptions]]  # its target-file options
     int8_from: ClassVar[str]  # "eager": int8 is exported from the PyTorch model; "fp32": from this runtime's fp32 file
     supports_qat: ClassVar[bool]  # has a quantization-aware training path (--qat)
-    phone_runner: ClassVar[Optional[str]]  # the native runner that measures it on a phone over adb; None: host only
+    phone_runner: ClassVar[str | None]  # the native runner that measures it on a phone over adb; None: host only
 
     def missing(self) -> list[str]:
         """Why this runtime cannot run here (empty when it can)."""
 
-    def export(self, bundle: "ModelBundle", request: ExportRequest) -> "Artifact":
+    def export(self, bundle: ModelBundle, request: ExportRequest) -> Artifact:
         """Write the artifact atomically into request.out_dir and describe it."""
 
     def load(self, path: Path, threads: int) -> Session:
@@ -94,9 +163,18 @@ class Runtime(Protocol):
     def versions(self) -> dict[str, str]:
         """Versions of the libraries this runtime uses."""
 
+    def bundle_snippet(self, artifact: Artifact, threads: int, versions: Mapping[str, str]) -> str | None:
+        """Markdown showing how an Android app loads and runs the artifact; None: no snippet for this runtime."""
+
+    def phone_runner_argv(self, runner: str, model: str, threads: int, warmup: int, runs: int) -> list[str]:
+        """The phone runner's command line (paths on the device) for warm-up plus timed runs."""
+
+    def parse_phone_runner_output(self, text: str, warmup: int) -> RunnerStats:
+        """Latency (and memory, where printed) from what the phone runner printed."""
+
 
 class RuntimeBase:
-    """What every runtime answers the same way: missing libraries and their versions, from its class attributes.
+    """What every runtime answers the same way, from its class attributes; subclasses add export, load and hooks.
 
     Importing a runtime module must not import torch or the runtime's own libraries: the planner reads these class
     attributes in milliseconds, before any heavy import.
@@ -110,7 +188,7 @@ class RuntimeBase:
     options_type: ClassVar[type[RuntimeOptions]] = RuntimeOptions
     int8_from: ClassVar[str] = "eager"
     supports_qat: ClassVar[bool] = False
-    phone_runner: ClassVar[Optional[str]] = None
+    phone_runner: ClassVar[str | None] = None
 
     def missing(self) -> list[str]:
         return missing_modules(self.modules, self.extra)
@@ -118,38 +196,91 @@ class RuntimeBase:
     def versions(self) -> dict[str, str]:
         return package_versions(*self.distributions)
 
+    @classmethod
+    def derives_from(cls, precision: str, qat: bool) -> str:
+        """"eager" or "fp32": what an export of this precision is made from (QAT always trains the eager model)."""
+        return cls.int8_from if precision == "int8" and not qat else EAGER
+
+    def check_request(self, request: ExportRequest) -> None:
+        """Refuse what this runtime cannot build, and a parent that is not what the artifact really derives from."""
+        check_export_request(self, request.precision, request.qat)
+        source = self.derives_from(request.precision, request.qat is not None)
+        parent = request.parent
+        if source == EAGER and parent is not None:
+            raise ToolError(f"{self.name} {request.tag} is exported from the eager model; it was given parent "
+                            f"{parent.name}, which it does not derive from")
+        if source == "fp32" and (parent is None or parent.runtime != self.name or parent.precision != "fp32"):
+            given = parent.name if parent is not None else "none"
+            raise ToolError(f"{self.name} {request.tag} is made from {self.name}'s fp32 artifact; pass it as parent "
+                            f"(given: {given})")
+
     def artifact_path(self, model_name: str, request: ExportRequest) -> Path:
         """Where an export writes: <out>/<model>-<fp32|int8|int8-qat>.<format>."""
         return Path(request.out_dir) / f"{model_name}-{request.tag}.{self.file_format}"
 
-    def describe_file(self, path: Path, request: ExportRequest, *, inputs: tuple["TensorSpec", ...],
-                      outputs: tuple["TensorSpec", ...], scheme: str, details: dict[str, Any],
-                      notes: Sequence[str] = ()) -> "Artifact":
+    def describe_file(self, path: Path, request: ExportRequest, *, inputs: tuple[TensorSpec, ...],
+                      outputs: tuple[TensorSpec, ...], scheme: str, dynamic_batch: bool | None = None,
+                      ops: tuple[OpCount, ...] = (), float_ops: tuple[OpCount, ...] = (),
+                      delegation: Delegation | None = None, simplification: Simplification | None = None,
+                      calibration: CalibrationInfo | None = None, notes: Sequence[str] = ()) -> Artifact:
         """The Artifact record of a file this runtime just wrote (size and sha256 read from disk)."""
         from edgepack.fileio import sha256_file
-        from edgepack.records import Artifact
 
         return Artifact(name=f"{self.name}-{request.tag}", path=str(path), format=self.file_format, runtime=self.name,
                         precision=request.precision, size_bytes=path.stat().st_size, sha256=sha256_file(path),
-                        inputs=inputs, outputs=outputs, parent=request.parent_name, scheme=scheme, details=details,
-                        notes=tuple(notes))
+                        inputs=inputs, outputs=outputs, parent=request.parent_name, scheme=scheme,
+                        dynamic_batch=dynamic_batch, ops=ops, float_ops=float_ops, delegation=delegation,
+                        simplification=simplification, calibration=calibration, notes=tuple(notes))
+
+    # ---- hooks a runtime overrides when it has the capability ------------------------------------------------------
+    def bundle_snippet(self, artifact: Artifact, threads: int, versions: Mapping[str, str]) -> str | None:
+        return None
+
+    def phone_runner_argv(self, runner: str, model: str, threads: int, warmup: int, runs: int) -> list[str]:
+        raise UsageError(f"{self.name} has no phone runner; it is measured on the host only")
+
+    def parse_phone_runner_output(self, text: str, warmup: int) -> RunnerStats:
+        raise UsageError(f"{self.name} has no phone runner; it is measured on the host only")
 
 
-PRECISIONS = ("fp32", "int8")
+def typed_options(request: ExportRequest, options_type: type[OptionsT]) -> OptionsT:
+    """The request's options as the runtime's own type. The bare base (no target file, e.g. in the Python API)
+    means "this runtime's defaults"; another runtime's options are a caller bug."""
+    options = request.options
+    if isinstance(options, options_type):
+        return options
+    if type(options) is RuntimeOptions:
+        return options_type()
+    raise ToolError(f"export expected {options_type.__name__}, got {type(options).__name__}")
 
 
-QAT_RUNTIMES = ("executorch", "onnxruntime")  # runtimes with a PT2E quantization-aware training path
+def op_census(counts: Mapping[str, int]) -> tuple[OpCount, ...]:
+    """{op: count} -> OpCount records, sorted by operator name."""
+    return tuple(OpCount(op, int(n)) for op, n in sorted(counts.items()))
 
 
-def check_export_request(runtime: "Runtime", precision: str, qat: Optional[QatRequest] = None) -> None:
+def calibration_info(calibration: ArrayDataset | None, samples: int) -> CalibrationInfo | None:
+    return None if calibration is None else CalibrationInfo(source=calibration.name, samples=samples)
+
+
+def qat_runtimes() -> list[str]:
+    """Registered runtimes that declare a quantization-aware training path."""
+    from edgepack.runtimes import REGISTRY, runtime_class
+
+    return [name for name in REGISTRY if runtime_class(name).supports_qat]
+
+
+def check_export_request(runtime: Runtime | RuntimeBase, precision: str, qat: QatRequest | None = None) -> None:
     """Refuse a precision the runtime cannot build, or a runtime whose libraries are not installed."""
-    from edgepack.errors import MissingDependency, UsageError
+    from edgepack.errors import MissingDependency
 
-    if qat is not None and (precision != "int8" or runtime.name not in QAT_RUNTIMES):
-        raise UsageError(f"quantization-aware training builds int8 for {', '.join(QAT_RUNTIMES)}; "
-                         f"not {precision} for {runtime.name}")
     if precision not in PRECISIONS:
         raise UsageError(f"{runtime.name} cannot export precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if qat is not None and precision != "int8":
+        raise UsageError(f"quantization-aware training builds int8, not {precision}")
+    if qat is not None and not runtime.supports_qat:
+        raise UsageError(f"{runtime.name} has no quantization-aware training path; runtimes with one: "
+                         f"{', '.join(qat_runtimes())}")
     reasons = runtime.missing()
     if reasons:
         raise MissingDependency(f"{runtime.name} runtime unavailable: {'; '.join(reasons)}")
@@ -157,8 +288,6 @@ def check_export_request(runtime: "Runtime", precision: str, qat: Optional[QatRe
 
 def checked_load(path: Path, threads: int, what: str) -> Path:
     """The artifact path a runtime is about to open, refused early when the file or the thread count is wrong."""
-    from edgepack.errors import UsageError
-
     if threads < 1:
         raise UsageError(f"threads must be at least 1, got {threads}")
     path = Path(path)
@@ -167,7 +296,7 @@ def checked_load(path: Path, threads: int, what: str) -> Path:
     return path
 
 
-def missing_modules(modules: Sequence[str], extra: str) -> list[str]:
+def missing_modules(modules: Iterable[str], extra: str) -> list[str]:
     """Reasons for each python module that is not importable, naming the extra that installs it."""
     return [
         f"python module '{m}' is not installed (pip install 'edgepack[{extra}]')"

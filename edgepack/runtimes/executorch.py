@@ -1,26 +1,47 @@
 """ExecuTorch runtime: `.pte` programs lowered to the XNNPACK delegate (fp32, or PT2E static int8).
 
 What XNNPACK does not take runs on ExecuTorch's portable CPU kernels, which are much slower; the artifact records
-which ops those are and why the partitioner refused them (`details["delegation"]`), so a user sees it before shipping.
+which ops those are and why the partitioner refused them (`Artifact.delegation`), so a user sees it before shipping.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from edgepack.errors import ToolError, UsageError, one_line
+from edgepack.errors import ToolError, one_line
 from edgepack.fileio import atomic_path
-from edgepack.records import Artifact, TensorSpec
+from edgepack.records import Artifact, Delegation, FallbackOp, TensorSpec
 from edgepack.runtimes._fixed_batch import run_in_chunks
-from edgepack.runtimes._pt2e import calibration_count, export_program, quantize_static, rejection
-from edgepack.runtimes.base import ExportRequest, RuntimeBase, Session, check_export_request, checked_load
+from edgepack.runtimes._pt2e import (
+    calibration_count,
+    export_program,
+    quantize_static,
+    rejection,
+)
+from edgepack.runtimes.base import (
+    ExportRequest,
+    RuntimeBase,
+    RuntimeOptions,
+    Session,
+    calibration_info,
+    checked_load,
+    op_census,
+    option,
+    typed_options,
+)
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from edgepack.device.runner_output import RunnerStats
     from edgepack.models.bundle import ModelBundle
 
 PARTITIONERS = ("xnnpack",)  # values of the target file's `partitioner:` that this runtime lowers to
@@ -30,11 +51,33 @@ _XNNPACK_LOGGER = "executorch.backends.xnnpack"  # parent of the loggers WhyNoPa
 
 # ExecuTorch runtime error codes (runtime/core/error.h) that a user can act on.
 _LOAD_ERRORS = {
-    0x14: "the program uses an operator with no kernel in this ExecuTorch build (see details.delegation.kernels)",
+    0x14: "the program uses an operator with no kernel in this ExecuTorch build (see the artifact's "
+          "delegation.kernels in report.json)",
     0x20: "the file or method was not found",
     0x23: "the file is not a valid ExecuTorch program",
     0x30: "the program was lowered for a delegate version this runtime does not support",
 }
+
+_KOTLIN = """\
+```kotlin
+// build.gradle: implementation("org.pytorch:executorch-android:<version matching {version}>")
+import org.pytorch.executorch.EValue
+import org.pytorch.executorch.Module
+import org.pytorch.executorch.Tensor
+
+val module = Module.load(context.filesDir.resolve("{file}").absolutePath)
+val input = Tensor.fromBlob(pixels /* FloatArray, preprocessed as in manifest.json */, longArrayOf({shape}))
+val logits = module.forward(EValue.from(input))[0].toTensor().dataAsFloatArray
+```
+"""
+
+
+@dataclass(frozen=True)
+class ExecuTorchOptions(RuntimeOptions):
+    """The `runtimes: executorch:` section of a target file."""
+
+    calibration_samples: int = 128
+    partitioner: str = option("xnnpack", PARTITIONERS, "the delegate the program is lowered to")
 
 
 class ExecuTorchRuntime(RuntimeBase):
@@ -43,7 +86,10 @@ class ExecuTorchRuntime(RuntimeBase):
     extra: ClassVar[str] = "executorch"
     modules: ClassVar[tuple[str, ...]] = ("executorch", "torchao")
     distributions: ClassVar[tuple[str, ...]] = ("executorch", "torchao", "torch")
-
+    options_type: ClassVar[type[RuntimeOptions]] = ExecuTorchOptions
+    int8_from: ClassVar[str] = "eager"  # PT2E quantizes the PyTorch graph, then lowers it
+    supports_qat: ClassVar[bool] = True
+    phone_runner: ClassVar[str | None] = "executor_runner"
 
     def import_runtime(self) -> None:
         import executorch.extension.pybindings.portable_lib
@@ -51,13 +97,10 @@ class ExecuTorchRuntime(RuntimeBase):
 
     # ---------------------------------------------------------------- export
 
-    def export(self, bundle: "ModelBundle", request: ExportRequest) -> Artifact:
-        partitioner = request.options.get("partitioner", "xnnpack")
-        if partitioner not in PARTITIONERS:
-            raise UsageError(f"executorch partitioner {partitioner!r} is not supported; "
-                             f"known: {', '.join(PARTITIONERS)}")
-        check_export_request(self, request.precision, request.qat)
-
+    def export(self, bundle: ModelBundle, request: ExportRequest) -> Artifact:
+        self.check_request(request)
+        typed_options(request, ExecuTorchOptions)  # validated on construction; xnnpack is the only partitioner
+        calibration = None
         if request.qat is not None:
             program = _qat_program(bundle, request)
             scheme = (f"{INT8_SCHEME}, quantization-aware training: {request.qat.epochs} epoch(s) on "
@@ -66,6 +109,7 @@ class ExecuTorchRuntime(RuntimeBase):
             program = self._quantized_program(bundle, request)
             samples = calibration_count(bundle, request.calibration)
             scheme = f"{INT8_SCHEME}, {samples} calibration samples"
+            calibration = calibration_info(request.calibration, samples)
         else:
             program = export_program(bundle, self.name)
             scheme = FP32_SCHEME
@@ -76,17 +120,18 @@ class ExecuTorchRuntime(RuntimeBase):
         except Exception as exc:  # e.g. "Missing out variants: {'mylib::op'}" for a custom op
             raise rejection(self.name, "to_executorch", exc) from exc
         kernels = _kernels(executorch_program)
-        delegation["kernels"] = kernels
-        delegation["kernels_missing_on_host"] = _missing_on_host(kernels)
+        delegation = dataclasses.replace(delegation, kernels=kernels,
+                                         kernels_missing_on_host=_missing_on_host(kernels))
 
         final = self.artifact_path(bundle.name, request)
         with atomic_path(final) as tmp, open(tmp, "wb") as fh:
             executorch_program.write_to_file(fh)
 
         return self.describe_file(final, request, inputs=_input_specs(bundle), outputs=_output_specs(program),
-                                  scheme=scheme, details={"delegation": delegation}, notes=_notes(delegation))
+                                  scheme=scheme, dynamic_batch=False, delegation=delegation,
+                                  calibration=calibration, notes=_notes(delegation))
 
-    def _quantized_program(self, bundle: "ModelBundle", request: ExportRequest) -> Any:  # post-training
+    def _quantized_program(self, bundle: ModelBundle, request: ExportRequest) -> Any:  # post-training
         import torch
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
@@ -132,13 +177,32 @@ class ExecuTorchRuntime(RuntimeBase):
 
         return session
 
+    # ------------------------------------------------------------------ the app and the phone
+
+    def bundle_snippet(self, artifact: Artifact, threads: int, versions: Mapping[str, str]) -> str | None:
+        if not artifact.inputs:
+            return None
+        shape = ", ".join(f"{d}L" for d in artifact.inputs[0].shape)
+        return _KOTLIN.format(file=Path(artifact.path).name, shape=shape, version=versions.get("executorch", ""))
+
+    def phone_runner_argv(self, runner: str, model: str, threads: int, warmup: int, runs: int) -> list[str]:
+        # executor_runner has no warm-up flag: run warmup + runs and drop the first iterations when parsing.
+        return [runner, f"--model_path={model}", f"--num_executions={warmup + runs}", f"--cpu_threads={threads}"]
+
+    def parse_phone_runner_output(self, text: str, warmup: int) -> RunnerStats:
+        from edgepack.device.runner_output import parse_executor_runner
+
+        return parse_executor_runner(text, warmup)
+
 
 # -------------------------------------------------------------------- lowering and delegation report
 
 
-def _lower(program: Any) -> tuple[Any, dict[str, Any]]:
+def _lower(program: Any) -> tuple[Any, Delegation]:
     """Lower to XNNPACK, capturing the partitioner's WhyNoPartition reasons; return (edge manager, delegation)."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
+        XnnpackPartitioner,
+    )
     from executorch.exir import to_edge_transform_and_lower
 
     partitioner = XnnpackPartitioner()
@@ -195,13 +259,15 @@ def _is_plumbing(node: Any) -> bool:
     return node.target is operator.getitem or _op_name(node.target) == "executorch_call_delegate"
 
 
-def _delegation(graph: Any, configured: set[str], why: dict[str, list[str]]) -> dict[str, Any]:
+def _delegation(graph: Any, configured: set[str], why: dict[str, list[str]]) -> Delegation:
     """Count delegated vs portable ops by operator, from the lowered graph and its lowered submodules.
 
     Counted directly rather than with devtools' get_delegation_info, which names ops by node name and counts
     getitem plumbing as a non-delegated op.
     """
-    from executorch.exir.backend.canonical_partitioners.config_partitioner import format_target_name
+    from executorch.exir.backend.canonical_partitioners.config_partitioner import (
+        format_target_name,
+    )
     from executorch.exir.lowered_backend_module import LoweredBackendModule
 
     delegated: Counter[str] = Counter()
@@ -227,45 +293,43 @@ def _delegation(graph: Any, configured: set[str], why: dict[str, list[str]]) -> 
                 found = ["left outside the XNNPACK partition (the partitioner logged no reason)"]
             merged = portable_reasons.setdefault(op, [])
             merged.extend(r for r in found if r not in merged)
-    return {
-        "backend": ", ".join(sorted(backends)) or "XnnpackBackend",
-        "subgraphs": subgraphs,
-        "delegated_nodes": sum(delegated.values()),
-        "total_nodes": sum(delegated.values()) + sum(portable.values()),
-        "delegated_ops": dict(sorted(delegated.items())),
-        "portable_ops": [
-            {"op": op, "count": count, "reason": "; ".join(portable_reasons[op])}
-            for op, count in sorted(portable.items())
-        ],
-    }
+    return Delegation(
+        backend=", ".join(sorted(backends)) or "XnnpackBackend",
+        subgraphs=subgraphs,
+        delegated_nodes=sum(delegated.values()),
+        total_nodes=sum(delegated.values()) + sum(portable.values()),
+        delegated_ops=op_census(delegated),
+        fallback_ops=tuple(FallbackOp(op, count, "; ".join(portable_reasons[op]))
+                           for op, count in sorted(portable.items())),
+    )
 
 
-def _kernels(executorch_program: Any) -> list[str]:
+def _kernels(executorch_program: Any) -> tuple[str, ...]:
     """Operator kernels the program calls outside delegates, as the runtime names them ("aten::cumsum.out")."""
-    names = []
+    names: list[str] = []
     for plan in executorch_program.executorch_program.execution_plan:
         for op in plan.operators:
             name = f"{op.name}.{op.overload}" if op.overload else op.name
             if name not in names:
                 names.append(name)
-    return names
+    return tuple(names)
 
 
-def _missing_on_host(kernels: list[str]) -> list[str]:
+def _missing_on_host(kernels: Sequence[str]) -> tuple[str, ...]:
     """Kernels the host ExecuTorch build lacks: such a program exports but fails to load (OperatorMissing)."""
     from executorch.runtime import Runtime
 
     available = Runtime.get().operator_registry.operator_names
-    return [k for k in kernels if k not in available]
+    return tuple(k for k in kernels if k not in available)
 
 
-def _notes(delegation: dict[str, Any]) -> tuple[str, ...]:
+def _notes(delegation: Delegation) -> tuple[str, ...]:
     notes = []
-    if delegation["portable_ops"]:
-        ops = ", ".join(f"{p['op']} x{p['count']}" for p in delegation["portable_ops"])
+    if delegation.fallback_ops:
+        ops = ", ".join(f"{f.op} x{f.count}" for f in delegation.fallback_ops)
         notes.append(f"not delegated to XNNPACK (portable CPU kernels): {ops}")
-    if delegation["kernels_missing_on_host"]:
-        notes.append("no kernel in the host ExecuTorch build for: " + ", ".join(delegation["kernels_missing_on_host"]))
+    if delegation.kernels_missing_on_host:
+        notes.append("no kernel in the host ExecuTorch build for: " + ", ".join(delegation.kernels_missing_on_host))
     return tuple(notes)
 
 
@@ -276,7 +340,7 @@ def _dtype_name(dtype: Any) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def _input_specs(bundle: "ModelBundle") -> tuple[TensorSpec, ...]:
+def _input_specs(bundle: ModelBundle) -> tuple[TensorSpec, ...]:
     names = list(bundle.input_names)
     return tuple(
         TensorSpec(names[i] if i < len(names) else f"input_{i}", tuple(int(d) for d in x.shape), _dtype_name(x.dtype))
@@ -304,11 +368,12 @@ def _explain_load_error(exc: BaseException) -> str:
     return text
 
 
-def _qat_program(bundle: "ModelBundle", request: ExportRequest) -> Any:
+def _qat_program(bundle: ModelBundle, request: ExportRequest) -> Any:
     """PT2E quantization-aware training with the same XNNPACK quantizer, as a program ready for lowering."""
     from edgepack.runtimes.qat import qat_xnnpack
 
     qat = request.qat
-    assert qat is not None
+    if qat is None:
+        raise ToolError("executorch: a QAT program was asked for without a QAT request")
     return qat_xnnpack(bundle.module, tuple(bundle.example_inputs), qat.train, epochs=qat.epochs, lr=qat.lr,
                        seed=qat.seed, calibration=request.calibration)

@@ -9,19 +9,31 @@ from __future__ import annotations
 import contextlib
 import re
 from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgepack.errors import ToolError, one_line
 from edgepack.fileio import atomic_path
-from edgepack.records import Artifact, TensorSpec
+from edgepack.records import Artifact, OpCount, TensorSpec
 from edgepack.runtimes._fixed_batch import run_in_chunks
 from edgepack.runtimes._pt2e import calibration_count, quantize_static, rejection
-from edgepack.runtimes.base import ExportRequest, RuntimeBase, Session, check_export_request, checked_load
+from edgepack.runtimes.base import (
+    ExportRequest,
+    RuntimeBase,
+    RuntimeOptions,
+    Session,
+    calibration_info,
+    checked_load,
+    op_census,
+    typed_options,
+)
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from edgepack.device.runner_output import RunnerStats
     from edgepack.models.bundle import ModelBundle
 
 INT8_SCHEME = "litert-torch PT2E static, per-channel symmetric int8 weights, int8 activations, int8 I/O"
@@ -30,6 +42,37 @@ _CONVERSION_OPS = ("QUANTIZE", "DEQUANTIZE")
 _INTEGER_DTYPES = ("int8", "uint8", "int16")
 _PROGRESS_ENV = "LITERT_TORCH_SHOW_PROGRESS"
 
+_KOTLIN = """\
+```kotlin
+// build.gradle: implementation("com.google.ai.edge.litert:litert:<version>")
+import org.tensorflow.lite.Interpreter
+import java.nio.ByteBuffer
+import java.nio.ByteOrder
+
+val interpreter = Interpreter(context.filesDir.resolve("{file}"), Interpreter.Options().setNumThreads({threads}))
+{io}
+```
+"""
+
+_KOTLIN_FLOAT_IO = """val input = ByteBuffer.allocateDirect(4 * {count}).order(ByteOrder.nativeOrder())
+pixels.forEach {{ input.putFloat(it) }}  // FloatArray, preprocessed as in manifest.json
+val output = Array(1) {{ FloatArray({classes}) }}
+interpreter.run(input.rewind(), output)"""
+
+_KOTLIN_INT8_IO = """// int8 model: quantize inputs with the scale/zero point in manifest.json, dequantize outputs
+val input = ByteBuffer.allocateDirect({count}).order(ByteOrder.nativeOrder())
+pixels.forEach {{ x -> input.put((Math.round(x / {in_scale}f) + {in_zp}).coerceIn(-128, 127).toByte()) }}
+val raw = Array(1) {{ ByteArray({classes}) }}
+interpreter.run(input.rewind(), raw)
+val logits = raw[0].map {{ q -> (q - {out_zp}) * {out_scale}f }}"""
+
+
+@dataclass(frozen=True)
+class LiteRTOptions(RuntimeOptions):
+    """The `runtimes: litert:` section of a target file: only the calibration set size so far."""
+
+    calibration_samples: int = 128
+
 
 class LiteRTRuntime(RuntimeBase):
     name: ClassVar[str] = "litert"
@@ -37,20 +80,25 @@ class LiteRTRuntime(RuntimeBase):
     extra: ClassVar[str] = "litert"
     modules: ClassVar[tuple[str, ...]] = ("litert_torch", "ai_edge_litert")
     distributions: ClassVar[tuple[str, ...]] = ("litert-torch", "ai-edge-litert", "torchao", "torch")
-
+    options_type: ClassVar[type[RuntimeOptions]] = LiteRTOptions
+    int8_from: ClassVar[str] = "eager"  # PT2E quantizes the PyTorch graph, then converts it
+    supports_qat: ClassVar[bool] = False  # litert-torch's quantizer has no QAT configuration wired here
+    phone_runner: ClassVar[str | None] = "benchmark_model"
 
     def import_runtime(self) -> None:
         import ai_edge_litert.interpreter  # noqa: F401
 
     # ---------------------------------------------------------------- export
 
-    def export(self, bundle: "ModelBundle", request: ExportRequest) -> Artifact:
-        check_export_request(self, request.precision, request.qat)
-
+    def export(self, bundle: ModelBundle, request: ExportRequest) -> Artifact:
+        self.check_request(request)
+        typed_options(request, LiteRTOptions)
+        calibration = None
         if request.precision == "int8":
             converted = self._convert_int8(bundle, request)
             samples = calibration_count(bundle, request.calibration)
             scheme = f"{INT8_SCHEME}, {samples} calibration samples"
+            calibration = calibration_info(request.calibration, samples)
         else:
             converted = self._convert_fp32(bundle)
             scheme = FP32_SCHEME
@@ -63,12 +111,40 @@ class LiteRTRuntime(RuntimeBase):
             except Exception as exc:
                 raise ToolError(f"litert could not write {final.name}: {one_line(exc)}") from exc
             # Read the file back before it gets its final name: a file the interpreter can't open is not an artifact.
-            inputs, outputs, details = _describe(tmp, bundle)
+            inputs, outputs, ops, float_ops = _describe(tmp, bundle)
+        # in an fp32 model every op runs on float kernels: the census says something only for int8
+        float_ops = float_ops if request.precision == "int8" else ()
+        return self.describe_file(final, request, inputs=inputs, outputs=outputs, scheme=scheme,
+                                  dynamic_batch=False, ops=ops, float_ops=float_ops, calibration=calibration,
+                                  notes=_notes(float_ops))
 
-        return self.describe_file(final, request, inputs=inputs, outputs=outputs, scheme=scheme, details=details,
-                                  notes=_notes(details, request.precision))
+    # ------------------------------------------------------------------ the app and the phone
 
-    def _convert_fp32(self, bundle: "ModelBundle") -> Any:
+    def bundle_snippet(self, artifact: Artifact, threads: int, versions: Mapping[str, str]) -> str | None:
+        if not artifact.inputs or not artifact.outputs:
+            return None
+        i, o = artifact.inputs[0], artifact.outputs[0]
+        count = 1
+        for d in i.shape:
+            count *= int(d) if isinstance(d, int) else 1
+        classes = o.shape[-1] if o.shape else "N"
+        if i.scale is not None:
+            io = _KOTLIN_INT8_IO.format(count=count, classes=classes, in_scale=i.scale, in_zp=i.zero_point,
+                                        out_scale=o.scale, out_zp=o.zero_point)
+        else:
+            io = _KOTLIN_FLOAT_IO.format(count=count, classes=classes)
+        return _KOTLIN.format(file=Path(artifact.path).name, threads=threads, io=io)
+
+    def phone_runner_argv(self, runner: str, model: str, threads: int, warmup: int, runs: int) -> list[str]:
+        return [runner, f"--graph={model}", f"--num_threads={threads}", f"--warmup_runs={warmup}",
+                f"--num_runs={runs}", "--report_peak_memory_footprint=true"]
+
+    def parse_phone_runner_output(self, text: str, warmup: int) -> RunnerStats:
+        from edgepack.device.runner_output import parse_benchmark_model
+
+        return parse_benchmark_model(text)  # benchmark_model runs and reports its warm-up separately
+
+    def _convert_fp32(self, bundle: ModelBundle) -> Any:
         import litert_torch
 
         with _quiet_progress():
@@ -77,9 +153,12 @@ class LiteRTRuntime(RuntimeBase):
             except Exception as exc:
                 raise rejection(self.name, "litert_torch.convert", exc) from exc
 
-    def _convert_int8(self, bundle: "ModelBundle", request: ExportRequest) -> Any:
+    def _convert_int8(self, bundle: ModelBundle, request: ExportRequest) -> Any:
         import litert_torch
-        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+        from litert_torch.quantize.pt2e_quantizer import (
+            PT2EQuantizer,
+            get_symmetric_quantization_config,
+        )
         from litert_torch.quantize.quant_config import QuantConfig
 
         quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True,
@@ -123,8 +202,10 @@ class LiteRTRuntime(RuntimeBase):
 # -------------------------------------------------------------------- inspection
 
 
-def _describe(path: Path, bundle: "ModelBundle") -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], dict]:
-    """Tensor specs and op statistics of a .tflite, read with the interpreter (no delegate, so ops stay visible)."""
+def _describe(path: Path, bundle: ModelBundle) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...],
+                                                    tuple[OpCount, ...], tuple[OpCount, ...]]:
+    """Tensor specs, the op census and the ops with float operands of a .tflite, read with the interpreter (no
+    delegate, so ops stay visible)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     try:
@@ -149,19 +230,13 @@ def _describe(path: Path, bundle: "ModelBundle") -> tuple[tuple[TensorSpec, ...]
         operand_types = [dtypes.get(int(i)) for i in op["inputs"] if int(i) >= 0]
         if name not in _CONVERSION_OPS and "float32" in operand_types:
             float_ops[name] += 1
-    details = {
-        "ops": dict(sorted(ops.items())),
-        "io_dtypes": {"inputs": [s.dtype for s in inputs], "outputs": [s.dtype for s in outputs]},
-        "float_ops": dict(sorted(float_ops.items())),
-        "quantize_conversions": {k: ops[k] for k in _CONVERSION_OPS if ops.get(k)},
-    }
-    return inputs, outputs, details
+    return inputs, outputs, op_census(ops), op_census(float_ops)
 
 
-def _notes(details: dict[str, Any], precision: str) -> tuple[str, ...]:
-    if precision != "int8" or not details["float_ops"]:
+def _notes(float_ops: tuple[OpCount, ...]) -> tuple[str, ...]:
+    if not float_ops:
         return ()
-    ops = ", ".join(f"{k} x{v}" for k, v in details["float_ops"].items())
+    ops = ", ".join(f"{f.op} x{f.count}" for f in float_ops)
     return (f"ops running on float kernels inside the int8 model: {ops}",)
 
 
@@ -188,7 +263,7 @@ def _dtype_name(dtype: Any) -> str:
     return getattr(dtype, "__name__", str(dtype))
 
 
-def _quantize(x: "np.ndarray", detail: dict[str, Any]) -> "np.ndarray":
+def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     import numpy as np
 
     dtype = np.dtype(detail["dtype"])
@@ -200,7 +275,7 @@ def _quantize(x: "np.ndarray", detail: dict[str, Any]) -> "np.ndarray":
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
-def _dequantize(y: "np.ndarray", detail: dict[str, Any]) -> "np.ndarray":
+def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     import numpy as np
 
     scale, zero_point = detail["quantization"]

@@ -3,20 +3,54 @@ QDQ (per-channel weights, activation type from the target file) or dynamic INT8 
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from edgepack.errors import ToolError, UsageError, one_line
 from edgepack.fileio import atomic_path
-from edgepack.records import Artifact, TensorSpec
+from edgepack.records import Artifact, CalibrationInfo, Simplification, TensorSpec
 from edgepack.runtimes._fixed_batch import run_in_chunks
-from edgepack.runtimes.base import ExportRequest, RuntimeBase, Session, check_export_request
+from edgepack.runtimes.base import (
+    ExportRequest,
+    RuntimeBase,
+    RuntimeOptions,
+    Session,
+    op_census,
+    option,
+    typed_options,
+)
+
+if TYPE_CHECKING:
+    from edgepack.models.bundle import ModelBundle
 
 SIMPLIFY_TOLERANCE = 1e-4  # max abs diff (relative to output scale) under which a simplified graph is kept
 TRANSFORMER_OPS = {"Softmax", "LayerNormalization"}
+SCHEMES = ("static-qdq", "dynamic")
+INTEGER_TYPES = ("uint8", "int8")
+BOOLEANS = (True, False)
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeOptions(RuntimeOptions):
+    """The `runtimes: onnxruntime:` section of a target file."""
+
+    calibration_samples: int = 256
+    scheme: str = option("static-qdq", SCHEMES,
+                         "static-qdq: calibrated QuantizeLinear/DequantizeLinear pairs; dynamic: int8 MatMul/Gemm "
+                         "weights, activations quantized at run time")
+    activation_type: str = option("uint8", INTEGER_TYPES,
+                                  "static-qdq activations; uint8 is what ONNX Runtime fuses on x86 (VNNI)")
+    weight_type: str = option("int8", ("int8", "uint8"), "static-qdq weights")
+    per_channel: bool = option(True, BOOLEANS, "static-qdq: one weight scale per output channel")
+    transformer_scheme: str = option("dynamic", SCHEMES,
+                                     "the scheme for graphs with Softmax/LayerNormalization (attention)")
+    simplify: bool = option(True, BOOLEANS, "run onnxslim; its graph is kept only if outputs still match")
 
 
 class OnnxRuntime(RuntimeBase):
@@ -25,22 +59,27 @@ class OnnxRuntime(RuntimeBase):
     extra: ClassVar[str] = "onnx"
     modules: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime", "onnxscript", "onnxslim")
     distributions: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime", "onnxscript", "onnxslim")
-
+    options_type: ClassVar[type[RuntimeOptions]] = OnnxRuntimeOptions
+    int8_from: ClassVar[str] = "fp32"  # quantize_static/quantize_dynamic rewrite the fp32 .onnx
+    supports_qat: ClassVar[bool] = True
+    phone_runner: ClassVar[str | None] = None
 
     def import_runtime(self) -> None:
         import onnxruntime  # noqa: F401
 
     # ---- export -------------------------------------------------------------------------------------------------
-    def export(self, bundle: Any, request: ExportRequest) -> Artifact:
-        check_export_request(self, request.precision, request.qat)
+    def export(self, bundle: ModelBundle, request: ExportRequest) -> Artifact:
+        self.check_request(request)
+        options = typed_options(request, OnnxRuntimeOptions)
         final = self.artifact_path(bundle.name, request)
         notes: list[str] = []
-        details: dict[str, Any] = {}
+        simplification: Simplification | None = None
+        calibration: CalibrationInfo | None = None
         if request.precision == "fp32":
             with atomic_path(final) as tmp:
                 dynamic = _export_onnx(bundle, tmp, notes)
-                if request.options.get("simplify", True):
-                    details["simplify"] = _simplify_if_equal(tmp, bundle, notes)
+                if options.simplify:
+                    simplification = _simplify_if_equal(tmp, bundle, notes)
             scheme = "fp32"
         elif request.qat is not None:
             from edgepack.runtimes.qat import ONNX_SCHEME, qat_onnx
@@ -49,82 +88,22 @@ class OnnxRuntime(RuntimeBase):
             with atomic_path(final) as tmp:
                 qat_onnx(bundle.module, tuple(bundle.example_inputs), qat.train, tmp, epochs=qat.epochs, lr=qat.lr,
                          seed=qat.seed, calibration=request.calibration, input_names=list(bundle.input_names))
-                if request.options.get("simplify", True):
-                    details["simplify"] = _simplify_if_equal(tmp, bundle, notes)
+                if options.simplify:
+                    simplification = _simplify_if_equal(tmp, bundle, notes)
             dynamic = _fixed_batch(final) is None
             scheme = f"{ONNX_SCHEME}, quantization-aware training: {qat.epochs} epoch(s) on {qat.train.name}"
         else:
-            if request.parent is None:
+            parent = request.parent
+            if parent is None:  # check_request refused this already; kept for the type checker
                 raise ToolError("onnxruntime int8 export needs the fp32 artifact as its parent")
-            dynamic = bool(request.parent.details.get("dynamic_batch"))
             with atomic_path(final) as tmp:
-                scheme = self._quantize(Path(request.parent.path), tmp, request, details, notes)
-        details["dynamic_batch"] = dynamic
-        details["op_counts"] = op_counts(final)
+                scheme, calibration = _quantize(Path(parent.path), tmp, request, options, notes)
+            # quantization keeps the graph's input shapes: the int8 file has its parent's batch axis
+            dynamic = parent.dynamic_batch if parent.dynamic_batch is not None else _fixed_batch(final) is None
         inputs, outputs = onnx_io_specs(final)
-        return self.describe_file(final, request, inputs=inputs, outputs=outputs, scheme=scheme, details=details,
-                                  notes=notes)
-
-    def _quantize(self, fp32: Path, out: Path, request: ExportRequest, details: dict, notes: list[str]) -> str:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        opts = request.options
-        scheme = str(opts.get("scheme", "static-qdq"))
-        if scheme not in ("static-qdq", "dynamic"):
-            raise UsageError(f"onnxruntime scheme {scheme!r} is unknown; use static-qdq or dynamic")
-        counts = op_counts(fp32)
-        if scheme == "static-qdq" and TRANSFORMER_OPS & set(counts) and opts.get("transformer_scheme") == "dynamic":
-            scheme = "dynamic"
-            notes.append("transformer-like graph (Softmax/LayerNormalization): dynamic INT8 on MatMul/Gemm, since "
-                         "static QDQ loses top-1 agreement on attention; set transformer_scheme: static-qdq to override")
-        if scheme == "dynamic":
-            with _quiet():
-                    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8,
-                                 op_types_to_quantize=["MatMul", "Gemm"], per_channel=False)
-            return "dynamic INT8: MatMul/Gemm weights int8 per-tensor, activations quantized at run time"
-        return self._quantize_static(fp32, out, request, details, notes)
-
-    def _quantize_static(self, fp32: Path, out: Path, request: ExportRequest, details: dict, notes: list[str]) -> str:
-        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        if request.calibration is None:
-            raise ToolError("static quantization needs calibration data")
-        opts = request.options
-        act = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[str(opts.get("activation_type", "uint8"))]
-        weight = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[str(opts.get("weight_type", "int8"))]
-        per_channel = bool(opts.get("per_channel", True))
-        pre = out.with_name(out.name + ".pre.onnx")
-        try:
-            try:
-                quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-                source = pre
-            except Exception as exc:  # pre-processing is an optimisation; quantizing without it still works
-                notes.append(f"quantization pre-processing skipped: {one_line(exc)}")
-                source = fp32
-            input_name = _input_names(fp32)[0]
-            batch = _fixed_batch(fp32)
-            samples = request.calibration.inputs
-
-            class Reader(CalibrationDataReader):
-                def __init__(self) -> None:
-                    step = batch or 1
-                    self._batches = iter(samples[i:i + step] for i in range(0, len(samples) - step + 1, step))
-
-                def get_next(self) -> Optional[dict[str, np.ndarray]]:
-                    nxt = next(self._batches, None)
-                    return None if nxt is None else {input_name: np.ascontiguousarray(nxt, dtype=np.float32)}
-
-            with warnings.catch_warnings(), _quiet():
-                warnings.simplefilter("ignore")
-                quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                                weight_type=weight, activation_type=act)
-        finally:
-            pre.unlink(missing_ok=True)
-        details["calibration"] = {"samples": len(request.calibration), "source": request.calibration.name}
-        a = "u8" if act == QuantType.QUInt8 else "s8"
-        w = "s8" if weight == QuantType.QInt8 else "u8"
-        return f"static QDQ: {a} activations, {'per-channel' if per_channel else 'per-tensor'} {w} weights"
+        return self.describe_file(final, request, inputs=inputs, outputs=outputs, scheme=scheme,
+                                  dynamic_batch=dynamic, ops=op_census(op_counts(final)),
+                                  simplification=simplification, calibration=calibration, notes=notes)
 
     # ---- run ----------------------------------------------------------------------------------------------------
     def load(self, path: Path, threads: int) -> Session:
@@ -142,7 +121,7 @@ class OnnxRuntime(RuntimeBase):
 
         def run_once(feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
             arrays = [np.ascontiguousarray(x, dtype=np.float32) for x in feeds]
-            return session.run(None, dict(zip(names, arrays)))
+            return list(session.run(None, dict(zip(names, arrays))))
 
         def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
             # a dynamic-batch graph takes any N at once; a fixed one runs in chunks of its batch
@@ -151,25 +130,95 @@ class OnnxRuntime(RuntimeBase):
         return run
 
 
-def _export_onnx(bundle: Any, path: Path, notes: list[str]) -> bool:
+# ---- quantization ---------------------------------------------------------------------------------------------------
+def _quantize(fp32: Path, out: Path, request: ExportRequest, options: OnnxRuntimeOptions,
+              notes: list[str]) -> tuple[str, CalibrationInfo | None]:
+    """Write the int8 model; return its scheme description and the calibration it used (None: dynamic)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    scheme = options.scheme
+    if scheme == "static-qdq" and TRANSFORMER_OPS & set(op_counts(fp32)) and options.transformer_scheme == "dynamic":
+        scheme = "dynamic"
+        notes.append("transformer-like graph (Softmax/LayerNormalization): dynamic INT8 on MatMul/Gemm, since "
+                     "static QDQ loses top-1 agreement on attention; set transformer_scheme: static-qdq to override")
+    if scheme == "dynamic":
+        with _quiet():
+            quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul", "Gemm"], per_channel=False)
+        return "dynamic INT8: MatMul/Gemm weights int8 per-tensor, activations quantized at run time", None
+    return _quantize_static(fp32, out, request, options, notes)
+
+
+def _quantize_static(fp32: Path, out: Path, request: ExportRequest, options: OnnxRuntimeOptions,
+                     notes: list[str]) -> tuple[str, CalibrationInfo]:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if request.calibration is None:
+        raise UsageError("onnxruntime static int8 export needs calibration data; pass a calibration dataset "
+                         "(or set scheme: dynamic in the target file)")
+    quant_types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    act, weight = quant_types[options.activation_type], quant_types[options.weight_type]
+    pre = out.with_name(out.name + ".pre.onnx")
+    input_name = _input_names(fp32)[0]
+    step = _fixed_batch(fp32) or 1  # a fixed-batch graph is calibrated in whole batches of its size
+    samples = request.calibration.inputs
+    fed = len(samples) - len(samples) % step
+    if fed == 0:
+        raise UsageError(f"calibration data {request.calibration.name} has {len(samples)} samples; the model is "
+                         f"exported at batch {step}, so at least {step} are needed")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter(samples[i:i + step] for i in range(0, fed, step))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            nxt = next(self._batches, None)
+            return None if nxt is None else {input_name: np.ascontiguousarray(nxt, dtype=np.float32)}
+
+    try:
+        try:
+            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+            source = pre
+        except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation; quantizing without it works
+            notes.append(f"quantization pre-processing skipped: {one_line(exc)}")
+            source = fp32
+        with warnings.catch_warnings(), _quiet():
+            warnings.simplefilter("ignore")
+            quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=options.per_channel, weight_type=weight, activation_type=act)
+    finally:
+        pre.unlink(missing_ok=True)
+    a = "u8" if options.activation_type == "uint8" else "s8"
+    w = "s8" if options.weight_type == "int8" else "u8"
+    scheme = f"static QDQ: {a} activations, {'per-channel' if options.per_channel else 'per-tensor'} {w} weights"
+    return scheme, CalibrationInfo(source=request.calibration.name, samples=fed)
+
+
+def _export_onnx(bundle: ModelBundle, path: Path, notes: list[str]) -> bool:
     """Export with the dynamo exporter; dynamic batch when the model allows it. Returns whether batch is dynamic."""
     import torch
 
-    kwargs = dict(input_names=list(bundle.input_names), output_names=["output"], external_data=False, dynamo=True,
-                  verbose=False)
+    kwargs: dict[str, Any] = {"input_names": list(bundle.input_names), "output_names": ["output"],
+                              "external_data": False, "dynamo": True, "verbose": False}
     dims = tuple({0: torch.export.Dim("batch", min=1, max=4096)} for _ in bundle.example_inputs)
     try:
         with warnings.catch_warnings(), _quiet():
             warnings.simplefilter("ignore")
             torch.onnx.export(bundle.module, bundle.example_inputs, str(path), dynamic_shapes=dims, **kwargs)
         return True
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any refusal of a dynamic batch falls back to a fixed one
         notes.append(f"exported with a fixed batch: a dynamic batch was refused ({one_line(exc, 160)})")
     try:
         with warnings.catch_warnings(), _quiet():
             warnings.simplefilter("ignore")
             torch.onnx.export(bundle.module, bundle.example_inputs, str(path), **kwargs)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many types; all mean "this model won't export"
         raise UsageError(f"the ONNX exporter rejected the model: {exporter_reason(exc)}") from None
     return False
 
@@ -186,28 +235,23 @@ def exporter_reason(exc: BaseException) -> str:
     return f"operator {op.group(1)} cannot be exported ({detail})" if op else detail
 
 
-class _quiet:
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
     """Silence library chatter during export and quantization: progress prints on stdout (the CLI owns stdout for
     --json) and advice logged on the root logger (e.g. 'consider pre-processing', which we do for static QDQ)."""
+    import io
+    import logging
 
-    def __enter__(self) -> None:
-        import contextlib
-        import io
-        import logging
-
-        self._stdout = contextlib.redirect_stdout(io.StringIO())
-        self._stdout.__enter__()
-        self._level = logging.root.level
-        logging.root.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc: Any) -> None:
-        import logging
-
-        logging.root.setLevel(self._level)
-        self._stdout.__exit__(*exc)
+    level = logging.root.level
+    logging.root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.root.setLevel(level)
 
 
-def _simplify_if_equal(path: Path, bundle: Any, notes: list[str]) -> dict[str, Any]:
+def _simplify_if_equal(path: Path, bundle: ModelBundle, notes: list[str]) -> Simplification:
     """Run onnxslim; keep its graph only if ONNX Runtime gives the same outputs as the unsimplified graph."""
     import onnx
     import onnxslim
@@ -215,9 +259,9 @@ def _simplify_if_equal(path: Path, bundle: Any, notes: list[str]) -> dict[str, A
     before = op_count_total(path)
     try:
         slim = onnxslim.slim(onnx.load(str(path)))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a simplifier failure keeps the exported graph, it is not fatal
         notes.append(f"onnxslim failed, graph kept as exported: {one_line(exc)}")
-        return {"applied": False, "reason": one_line(exc)}
+        return Simplification(applied=False, tool="onnxslim", nodes_before=before, reason=one_line(exc))
     candidate = path.with_name(path.name + ".slim.onnx")
     try:
         onnx.save(slim, str(candidate))
@@ -229,14 +273,17 @@ def _simplify_if_equal(path: Path, bundle: Any, notes: list[str]) -> dict[str, A
         scale = max(1.0, float(np.max(np.abs(ref))))
         if diff > SIMPLIFY_TOLERANCE * scale:
             notes.append(f"onnxslim output differed by {diff:.2e}; unsimplified graph kept")
-            return {"applied": False, "reason": f"max abs diff {diff:.2e}"}
+            return Simplification(applied=False, tool="onnxslim", nodes_before=before, max_abs_diff=diff,
+                                  reason=f"max abs diff {diff:.2e}")
         after = op_count_total(candidate)
         candidate.replace(path)
-        return {"applied": True, "tool": "onnxslim", "nodes_before": before, "nodes_after": after, "max_abs_diff": diff}
+        return Simplification(applied=True, tool="onnxslim", nodes_before=before, nodes_after=after,
+                              max_abs_diff=diff)
     finally:
         candidate.unlink(missing_ok=True)
 
 
+# ---- reading .onnx files ------------------------------------------------------------------------------------------
 def op_counts(path: Path) -> dict[str, int]:
     import onnx
 
@@ -258,11 +305,11 @@ def _input_names(path: Path) -> list[str]:
     return [i.name for i in graph.input if i.name not in inits]
 
 
-def _fixed_batch(path: Path) -> Optional[int]:
+def _fixed_batch(path: Path) -> int | None:
     import onnx
 
     dim = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
-    return dim.dim_value if dim.HasField("dim_value") else None
+    return int(dim.dim_value) if dim.HasField("dim_value") else None
 
 
 def _tensor_specs(values: Any) -> tuple[TensorSpec, ...]:

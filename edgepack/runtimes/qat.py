@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from edgepack.data.dataset import ArrayDataset
-from edgepack.errors import MissingDependency, UsageError
+from edgepack.errors import MissingDependency, ToolError, UsageError
 from edgepack.fileio import atomic_path
 from edgepack.training import predict, set_eval, topk_accuracy, train_classifier
 
@@ -62,8 +63,8 @@ class QATConfig:
 
 
 def qat_xnnpack(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], train: ArrayDataset, epochs: int = 3,
-                lr: float = 1e-4, seed: int = 0, calibration: Optional[ArrayDataset] = None, *,
-                batch_size: int = 64) -> "ExportedProgram":
+                lr: float = 1e-4, seed: int = 0, calibration: ArrayDataset | None = None, *,
+                batch_size: int = 64) -> ExportedProgram:
     """QAT for ExecuTorch/XNNPACK: the converted program at the shape of `example_inputs`, ready for
     `to_edge_transform_and_lower` with the XnnpackPartitioner (the ExecuTorch runtime does that)."""
     config = QATConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
@@ -72,16 +73,16 @@ def qat_xnnpack(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], tra
 
 
 def qat_onnx(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], train: ArrayDataset, path: Path,
-             epochs: int = 3, lr: float = 1e-4, seed: int = 0, calibration: Optional[ArrayDataset] = None, *,
-             batch_size: int = 64, input_names: Optional[Sequence[str]] = None) -> Path:
+             epochs: int = 3, lr: float = 1e-4, seed: int = 0, calibration: ArrayDataset | None = None, *,
+             batch_size: int = 64, input_names: Sequence[str] | None = None) -> Path:
     """QAT for ONNX Runtime; writes a QDQ .onnx (dynamic batch) atomically to `path` and returns it."""
     config = QATConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     converted = _quantize(module, example_inputs, _x86_quantizer(), train, calibration, config)
     return write_onnx(converted, example_inputs, path, input_names)
 
 
-def write_onnx(converted: "GraphModule", example_inputs: tuple[torch.Tensor, ...], path: Path,
-               input_names: Optional[Sequence[str]] = None) -> Path:
+def write_onnx(converted: GraphModule, example_inputs: tuple[torch.Tensor, ...], path: Path,
+               input_names: Sequence[str] | None = None) -> Path:
     """Export a PT2E-converted module to a single-file QDQ ONNX model with a dynamic batch axis."""
     try:
         import onnx
@@ -91,15 +92,17 @@ def write_onnx(converted: "GraphModule", example_inputs: tuple[torch.Tensor, ...
     program = torch.onnx.export(converted, example_inputs, dynamo=True, external_data=False, verbose=False,
                                 input_names=list(input_names) if input_names else None,
                                 dynamic_shapes=tuple({0: batch} for _ in example_inputs))
+    if program is None:  # the dynamo exporter always returns a program; None only comes from the legacy path
+        raise ToolError("torch.onnx.export returned no ONNX program for the QAT model")
     path = Path(path)
     with atomic_path(path) as tmp:
         onnx.save(program.model_proto, str(tmp))
     return path
 
 
-def compare_ptq_qat(bundle: "ModelBundle", train: ArrayDataset, test: ArrayDataset, out_dir: Path, *,
+def compare_ptq_qat(bundle: ModelBundle, train: ArrayDataset, test: ArrayDataset, out_dir: Path, *,
                     runtimes: Sequence[str] = ("onnxruntime", "executorch"), epochs: int = 3, lr: float = 1e-4,
-                    seed: int = 0, calibration: Optional[ArrayDataset] = None,
+                    seed: int = 0, calibration: ArrayDataset | None = None,
                     threads: int = 1) -> list[dict[str, Any]]:
     """Held-out top-1 of each runtime's shipping INT8 artifacts, post-training quantized and QAT-trained.
 
@@ -115,26 +118,34 @@ def compare_ptq_qat(bundle: "ModelBundle", train: ArrayDataset, test: ArrayDatas
     QATConfig(epochs=epochs, lr=lr, seed=seed)  # refuse bad settings before any slow export
     calibration = calibration if calibration is not None else train.take(CALIBRATION_SAMPLES)
     qat = QatRequest(train, epochs, lr=lr, seed=seed)
-    rows: list[dict[str, Any]] = [dict(runtime="eager", method="fp32", scheme="float32", path=None,
-                                       top1=topk_accuracy(predict(bundle.module, test.inputs), test.labels, 1))]
+    eager_top1 = topk_accuracy(predict(bundle.module, test.inputs), test.labels, 1)
+    rows: list[dict[str, Any]] = [{"runtime": "eager", "method": "fp32", "scheme": "float32", "path": None,
+                                   "top1": eager_top1}]
+    out = Path(out_dir)
     for name in runtimes:
         runtime = get_runtime(name)
         check_export_request(runtime, "int8", qat)
-        fp32 = runtime.export(bundle, ExportRequest("fp32", Path(out_dir), calibration))  # the parent PTQ may use
-        for method, request in (("fp32", None), ("ptq", ExportRequest("int8", Path(out_dir), calibration, parent=fp32)),
-                                ("qat", ExportRequest("int8", Path(out_dir), calibration, parent=fp32, qat=qat))):
-            artifact = fp32 if request is None else runtime.export(bundle, request)
+        fp32 = runtime.export(bundle, ExportRequest("fp32", out, calibration))
+        # post-training int8 derives from the fp32 file only where the runtime says so; QAT trains the eager model
+        ptq_parent = fp32 if runtime.int8_from == "fp32" else None
+        built = [("fp32", fp32),
+                 ("ptq", runtime.export(bundle, ExportRequest("int8", out, calibration, parent=ptq_parent))),
+                 ("qat", runtime.export(bundle, ExportRequest("int8", out, calibration, qat=qat)))]
+        for method, artifact in built:
             logits = runtime.load(Path(artifact.path), threads)([test.inputs])[0]
-            rows.append(dict(runtime=name, method=method, scheme=artifact.scheme, path=artifact.path,
-                             top1=topk_accuracy(logits, test.labels, 1)))
+            rows.append({"runtime": name, "method": method, "scheme": artifact.scheme, "path": artifact.path,
+                         "top1": topk_accuracy(logits, test.labels, 1)})
     return rows
 
 
 def _quantize(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], quantizer: Any, train: ArrayDataset,
-              calibration: Optional[ArrayDataset], config: QATConfig) -> "GraphModule":
+              calibration: ArrayDataset | None, config: QATConfig) -> GraphModule:
     """Export with a dynamic batch, insert fake quantizers, calibrate, train, convert to a Q/DQ graph module."""
-    from torchao.quantization.pt2e import (allow_exported_model_train_eval, disable_observer,
-                                          move_exported_model_to_eval)
+    from torchao.quantization.pt2e import (
+        allow_exported_model_train_eval,
+        disable_observer,
+        move_exported_model_to_eval,
+    )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
     if len(example_inputs) != 1:
@@ -177,8 +188,10 @@ def _quantize(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], quant
 
 def _xnnpack_quantizer() -> Any:
     try:
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                               get_symmetric_quantization_config)
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
     except ImportError:
         raise MissingDependency("XNNPACK quantization needs executorch (pip install 'edgepack[executorch]')") from None
     return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from edgepack.compress import (PASS_KINDS, DistillPassConfig, DropLayersConfig, FinetuneConfig, LowRankConfig, NdLinearConfig,
-                               PruneConfig, SparseConfig)
+from edgepack.compress import (
+    DistillConfig,
+    DropLayersConfig,
+    FinetuneConfig,
+    LowRankConfig,
+    NdLinearConfig,
+    PruneConfig,
+    SparseConfig,
+)
 from edgepack.errors import UsageError
 
 
@@ -26,9 +33,14 @@ from edgepack.errors import UsageError
     (lambda: DropLayersConfig(middle=0), "middle=0 is below 1"),
     (lambda: DropLayersConfig(indices=(1,), container=""), "container must be a module name"),
     (lambda: FinetuneConfig(epochs=2, batch_size=0), "batch_size=0 is below 1"),
-    (lambda: DistillPassConfig(width=1.0), "width=1.0 is outside (0, 1)"),
-    (lambda: DistillPassConfig(width=0.5, alpha=0), "alpha=0 is outside (0, 1]"),
-    (lambda: DistillPassConfig(width=0.5, max_stage_ratio=1), "must be above 1"),
+    (lambda: DistillConfig(width=1.0), "width=1.0 is outside (0, 1)"),
+    (lambda: DistillConfig(), "distill needs either width=W"),
+    (lambda: DistillConfig(width=0.5, student="zoo:digits-cnn"), "got both"),
+    (lambda: DistillConfig(student=" "), "must be a model spec"),
+    (lambda: DistillConfig(width=0.5, alpha=1.5), "alpha=1.5 is outside [0, 1]"),
+    (lambda: DistillConfig(width=0.5, max_stage_ratio=1), "must be above 1 (e.g. 3), or none for one stage"),
+    (lambda: DistillConfig(width=0.5, epochs=0), "epochs=0 is below 1"),
+    (lambda: DistillConfig(width=0.5, weight_decay=-1), "weight_decay=-1 must be 0 or more"),
 ])
 def test_bad_values_are_refused(build, message):
     with pytest.raises(UsageError) as info:
@@ -41,7 +53,8 @@ def test_configs_are_frozen_and_serialise():
     with pytest.raises(AttributeError):
         config.ratio = 0.1  # type: ignore[misc]
     assert config.to_dict()["ignore"] == ["a", "b"]
-    assert set(PASS_KINDS) == {"prune", "sparse", "lowrank", "ndlinear", "drop-layers", "finetune", "distill"}
+    pairs = DistillConfig(width=0.5, feature_pairs=(("t", "s"),)).to_dict()["feature_pairs"]
+    assert pairs == [["t", "s"]]
 
 
 def test_training_data_needs_are_declared():
@@ -49,6 +62,10 @@ def test_training_data_needs_are_declared():
     assert PruneConfig(ratio=0.5, importance="taylor").needs_training_data() == "prune importance=taylor"
     assert PruneConfig(ratio=0.5, epochs=2).needs_training_data() == "prune epochs=2"
     assert NdLinearConfig(epochs=1).needs_training_data() == "ndlinear epochs=1"
-    assert DistillPassConfig(width=0.5).needs_training_data() == "distill"
+    assert DistillConfig(width=0.5).needs_training_data() == "distill"
     assert FinetuneConfig(epochs=1).needs_training_data() == "finetune"
     assert LowRankConfig(rank=2).needs_training_data() is None
+    # at alpha=1 the teacher labels every input, so distillation can learn from unlabelled data
+    assert DistillConfig(width=0.5).needs_labels() and not DistillConfig(width=0.5, alpha=1.0).needs_labels()
+    assert DistillConfig(student="zoo:digits-cnn").needs_model_loader() == "distill student=zoo:digits-cnn"
+    assert DistillConfig(width=0.5).needs_model_loader() is None

@@ -12,6 +12,7 @@ from edgepack.compress import DropLayersConfig, apply_passes, parse_pass
 from edgepack.compress.layerdrop import middle_indices
 from edgepack.errors import UsageError
 from edgepack.models.architectures import DigitsCNN, TinyViT
+from edgepack.records import BlocksDropped
 
 
 def _vit(depth: int = 4) -> TinyViT:
@@ -32,7 +33,8 @@ def test_vit_middle_blocks_dropped_and_output_matches_the_kept_blocks(bundle_of)
     out = apply_passes(bundle, [parse_pass("drop-layers", "middle=2")])
     assert len(out.module.blocks) == 2 and len(bundle.module.blocks) == 4
     record = out.provenance.passes[-1]
-    assert record.changes[0] == {"container": "blocks", "dropped": [1, 2], "kept": [0, 3], "blocks": [4, 2]}
+    assert record.dropped == BlocksDropped(container="blocks", dropped=(1, 2), kept=(0, 3), blocks=(4, 2))
+    assert record.changes == ()
     assert record.params_after < record.params_before and record.macs_after < record.macs_before
     # the shortened model is the original with blocks 1 and 2 skipped
     model, x = bundle.module, bundle.example_inputs[0]
@@ -47,7 +49,7 @@ def test_vit_middle_blocks_dropped_and_output_matches_the_kept_blocks(bundle_of)
 
 def test_listed_indices(bundle_of):
     out = apply_passes(bundle_of(_vit(4), (1, 1, 8, 8)), [parse_pass("drop-layers", "3,0")])
-    assert out.provenance.passes[-1].changes[0]["kept"] == [1, 2]
+    assert out.provenance.passes[-1].dropped.kept == (1, 2)
     assert out.module(out.example_inputs[0]).shape == (1, 10)
 
 
@@ -90,7 +92,7 @@ def test_hugging_face_encoder_layer_and_config(bundle_of):
 
     out = apply_passes(bundle_of(Bert(), (1, 8)), [DropLayersConfig(middle=1)])
     assert len(out.module.encoder.layer) == 3 and out.module.config.num_hidden_layers == 3
-    assert out.provenance.passes[-1].changes[0]["container"] == "encoder.layer"
+    assert out.provenance.passes[-1].dropped.container == "encoder.layer"
 
 
 def test_cnn_is_refused(bundle_of):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -48,9 +50,11 @@ def test_linear_512x10_at_rank_4_has_exact_parameter_count(bundle_of):
     assert (record.params_before, record.params_after) == (512 * 10 + 10, 512 * 4 + 4 * 10 + 10)
     assert record.macs_after < record.macs_before
     change = record.changes[0]
-    assert change["layer"] == "fc" and change["rank"] == 4 and change["full_rank"] == 10
-    assert len(change["spectrum"]) == 10 and change["spectrum"][0] == 1.0
-    assert all(a >= b for a, b in zip(change["spectrum"], change["spectrum"][1:]))
+    assert (change.layer, change.type, change.rank, change.full_rank) == ("fc", "Linear", 4, 10)
+    assert change.params == (512 * 10 + 10, 512 * 4 + 4 * 10 + 10)
+    assert change.break_even_rank == pytest.approx(5120 / 522, abs=0.01) and 0 < change.energy_kept < 1
+    assert len(change.spectrum) == 10 and change.spectrum[0] == 1.0
+    assert all(a >= b for a, b in itertools.pairwise(change.spectrum))
     assert bundle.module.fc.weight.shape == (10, 512)  # the input bundle is left alone
 
 
@@ -60,7 +64,7 @@ def test_break_even_rank_is_refused_and_one_below_is_taken(bundle_of):
     refused = apply_passes(bundle_of(Head(), (1, 512)), [LowRankConfig(rank=10, min_params=0, layers=("fc",))])
     assert isinstance(refused.module.fc, nn.Linear)
     skip = refused.provenance.passes[-1].skipped[0]
-    assert skip["layer"] == "fc" and "break-even" in skip["reason"]
+    assert (skip.layer, skip.rank, skip.full_rank) == ("fc", 10, 10) and "break-even" in skip.reason
     taken = apply_passes(bundle_of(Head(), (1, 512)), [LowRankConfig(rank=9, min_params=0, layers=("fc",))])
     assert _params(taken.module) == 512 * 9 + 9 * 10 + 10 < 5130
 
@@ -126,10 +130,10 @@ def test_rank_sweep_parameter_counts(bundle_of):
         record = out.provenance.passes[-1]
         expected = {"conv1": rank * 8 * 9 + 16 * rank + 16, "conv2": rank * 16 * 9 + 32 * rank,
                     "fc1": 512 * rank + rank * 64 + 64}
-        assert {c["layer"]: c["params"][1] for c in record.changes} == expected
-        assert [s["layer"] for s in record.skipped] == ["fc2"]  # the classifier, by default
+        assert {c.layer: c.params[1] for c in record.changes} == expected
+        assert [s.layer for s in record.skipped] == ["fc2"]  # the classifier, by default
         assert record.params_after == record.params_before - sum(
-            c["params"][0] - c["params"][1] for c in record.changes)
+            c.params[0] - c.params[1] for c in record.changes)
 
 
 def test_min_params_and_grouped_conv_are_skipped_with_reasons(bundle_of):
@@ -144,7 +148,7 @@ def test_min_params_and_grouped_conv_are_skipped_with_reasons(bundle_of):
             return self.out(self.small(self.dw(x).mean((2, 3))))
 
     out = apply_passes(bundle_of(Depthwise(), (1, 64, 4, 4)), [LowRankConfig(rank=2, targets="all")])
-    reasons = {s["layer"]: s["reason"] for s in out.provenance.passes[-1].skipped}
+    reasons = {s.layer: s.reason for s in out.provenance.passes[-1].skipped}
     assert "groups=64" in reasons["dw"]
     assert "min_params=1024" in reasons["small"]
     assert reasons["out"] == "classifier (keep_classifier)"
@@ -178,7 +182,7 @@ def test_torch_transformer_layers_are_left_whole_with_reasons(bundle_of):
     out = apply_passes(bundle_of(Encoder(), (2, 5, 32)), [LowRankConfig(rank=4, min_params=0)])
     record = out.provenance.passes[-1]
     assert record.changes == ()
-    skipped = {s["layer"]: s["reason"] for s in record.skipped}
+    skipped = {s.layer: s.reason for s in record.skipped}
     assert "MultiheadAttention reads" in skipped["encoder.layers.0.self_attn.out_proj"]
     assert "TransformerEncoderLayer reads" in skipped["encoder.layers.0.linear1"]
     assert out.module(out.example_inputs[0]).shape == (2, 4)

@@ -21,8 +21,8 @@ def test_select_leaves_out_classifier_and_ignored_layers():
     chosen, left_out = moduletree.select(model, (nn.Conv2d, nn.Linear), layers=(), keep_classifier=True,
                                          option="test", ignore=("features.3",))
     assert [n for n, _ in chosen] == ["features.0", "features.7"]
-    assert [(d["layer"], d["reason"]) for d in left_out] == [("features.3", "ignored"),
-                                                              ("classifier", "classifier (keep_classifier)")]
+    assert [(s.layer, s.type, s.reason) for s in left_out] == [
+        ("features.3", "Conv2d", "ignored"), ("classifier", "Linear", "classifier (keep_classifier)")]
     chosen, _ = moduletree.select(model, (nn.Conv2d, nn.Linear), layers=("classifier", "features"),
                                   keep_classifier=True, option="test")
     assert [n for n, _ in chosen] == ["features.0", "features.3", "features.7", "classifier"]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from edgepack.compress import NdLinearConfig, apply_passes
-from edgepack.compress.ndlinear import NdLinear, factor_pair, from_linear, nearest_kronecker
+from edgepack.compress.ndlinear_layer import NdLinear, factor_pair, from_linear, nearest_kronecker
 from edgepack.errors import UsageError
 from edgepack.models.architectures import TinyViT
 
@@ -70,9 +70,12 @@ def test_pass_on_a_vit_replaces_linears_and_exports(bundle_of, onnx_diff):
     assert block.attn.qkv.out_shape == (12, 12)
     assert isinstance(out.module.head, nn.Linear)  # the classifier is kept
     record = out.provenance.passes[-1]
-    params = {c["layer"]: c["params"] for c in record.changes}
-    assert params["blocks.0.attn.qkv"] == [48 * 144 + 144, 12 * 6 + 12 * 8 + 144]
-    assert params["blocks.0.mlp.fc1"] == [48 * 96 + 96, 8 * 6 + 12 * 8 + 96]
+    changes = {c.layer: c for c in record.changes}
+    qkv = changes["blocks.0.attn.qkv"]
+    assert (qkv.in_shape, qkv.out_shape) == ((6, 8), (12, 12)) and 0 < qkv.kronecker_fit < 1
+    params = {name: c.params for name, c in changes.items()}
+    assert params["blocks.0.attn.qkv"] == (48 * 144 + 144, 12 * 6 + 12 * 8 + 144)
+    assert params["blocks.0.mlp.fc1"] == (48 * 96 + 96, 8 * 6 + 12 * 8 + 96)
     assert record.params_before - record.params_after == sum(old - new for old, new in params.values())
     assert 0 < record.macs_after < record.macs_before
     assert any("not fine-tuned" in n for n in record.notes)
@@ -83,8 +86,8 @@ def test_prime_sizes_are_skipped_with_reason(bundle_of):
     model = nn.Sequential(nn.Linear(13, 64), nn.ReLU(), nn.Linear(64, 64), nn.Linear(64, 4))
     out = apply_passes(bundle_of(model, (1, 13)), [NdLinearConfig(min_params=0)])
     record = out.provenance.passes[-1]
-    assert [c["layer"] for c in record.changes] == ["2"]
-    reasons = {s["layer"]: s["reason"] for s in record.skipped}
+    assert [c.layer for c in record.changes] == ["2"]
+    reasons = {s.layer: s.reason for s in record.skipped}
     assert "13 features have no factorization" in reasons["0"]
     assert reasons["3"] == "classifier (keep_classifier)"
 
@@ -98,6 +101,6 @@ def test_finetuning_needs_data_and_recovers_accuracy(bundle_of, digits):
     bundle = bundle_of(zoo.build("digits-vit"), (1, 1, 8, 8))
     out = apply_passes(bundle, [NdLinearConfig(layers=("blocks.0.mlp",), epochs=2, lr=3e-3)], train=train, eval=test)
     record = out.provenance.passes[-1]
-    assert [c["layer"] for c in record.changes if "layer" in c] == ["blocks.0.mlp.fc1", "blocks.0.mlp.fc2"]
-    assert [e["epoch"] for e in record.changes[-1]["finetune"]] == [1, 2]
+    assert [c.layer for c in record.changes] == ["blocks.0.mlp.fc1", "blocks.0.mlp.fc2"]
+    assert [(e.epoch, e.step) for e in record.training] == [(1, None), (2, None)]
     assert record.accuracy_before > 0.9 and record.accuracy_after is not None

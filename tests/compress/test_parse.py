@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from edgepack.compress import (DropLayersConfig, FinetuneConfig, LowRankConfig, NdLinearConfig, PruneConfig,
-                               SparseConfig, options_help, parse_pass, parse_recipe)
+from edgepack.compress import (
+    DropLayersConfig,
+    FinetuneConfig,
+    LowRankConfig,
+    NdLinearConfig,
+    PruneConfig,
+    SparseConfig,
+    options_help,
+    parse_pass,
+    parse_recipe,
+)
 from edgepack.errors import UsageError
 
 

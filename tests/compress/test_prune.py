@@ -33,8 +33,9 @@ def test_cnn_channels_halved_classifier_kept(bundle_of):
     assert _conv_outs(out.module) == {"features.0": 8, "features.3": 16, "features.7": 32}
     assert (out.module.classifier.in_features, out.module.classifier.out_features) == (32, 10)
     record = out.provenance.passes[-1]
-    assert {c["layer"]: c["out"] for c in record.changes if "out" in c}["features.7"] == [64, 32]
-    assert any(s["layer"] == "classifier" for s in record.skipped)
+    change = {c.layer: c for c in record.changes}["features.7"]
+    assert (change.type, change.in_features, change.out_features) == ("Conv2d", (32, 16), (64, 32))
+    assert any(s.layer == "classifier" and "ignored" in s.reason for s in record.skipped)
 
 
 def test_round_to_keeps_multiples_of_eight(bundle_of):
@@ -79,11 +80,14 @@ def test_schedule_arithmetic():
 def test_iterative_pruning_reaches_the_target_and_finetunes_between_steps(bundle_of, digits):
     train, test = digits
     bundle = bundle_of(zoo.build("digits-cnn"), (1, 1, 8, 8))
-    out = apply_passes(bundle, [PruneConfig(ratio=0.75, steps=2, round_to=1, epochs=1)], train=train, eval=test)
+    messages: list[str] = []
+    out = apply_passes(bundle, [PruneConfig(ratio=0.75, steps=2, round_to=1, epochs=1)], train=train, eval=test,
+                       progress=messages.append)
     assert _conv_outs(out.module) == {"features.0": 4, "features.3": 8, "features.7": 16}
     record = out.provenance.passes[-1]
-    finetunes = [c for c in record.changes if "finetune" in c]
-    assert [c["step"] for c in finetunes] == [1, 2]
+    assert [(e.step, e.epoch) for e in record.training] == [(1, 1), (2, 1)]
+    assert [m.split(":")[0] for m in messages] == ["pass 1/1", "prune step 1/2", "prune step 1 fine-tune epoch 1/1",
+                                                   "prune step 2/2", "prune step 2 fine-tune epoch 1/1"]
     assert record.accuracy_after is not None
     assert any("0.5000 of the remaining" in n for n in record.notes)
     with pytest.raises(UsageError, match="training data"):
@@ -101,8 +105,8 @@ def test_vit_head_pruning_updates_num_heads(bundle_of, onnx_diff):
         assert block.attn.num_heads == 2 and block.attn.head_dim == 12
         assert block.attn.qkv.out_features == 3 * 2 * 12
     assert out.module(out.example_inputs[0]).shape == (2, 10)
-    heads = [c for c in out.provenance.passes[-1].changes if c.get("type") == "attention"]
-    assert [c["num_heads"] for c in heads] == [[4, 2], [4, 2]]
+    heads = [c for c in out.provenance.passes[-1].changes if c.type == "attention"]
+    assert [(c.num_heads, c.head_dim) for c in heads] == [((4, 2), (12, 12)), ((4, 2), (12, 12))]
     assert onnx_diff(out.module, out.example_inputs[0]) < 1e-4
 
 

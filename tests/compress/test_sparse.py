@@ -24,12 +24,14 @@ def test_per_layer_sparsity_is_measured_and_masks_are_baked_in(bundle_of):
     bundle = bundle_of(zoo.build("digits-cnn"), (1, 1, 8, 8))
     out = apply_passes(bundle, [SparseConfig(ratio=0.5, allow_sparse=True)])
     record = out.provenance.passes[-1]
-    layers = {c["layer"]: c for c in record.changes}
+    layers = {c.layer: c for c in record.changes}
     assert set(layers) == {"features.0", "features.3", "features.7"}
     for name, change in layers.items():
         weight = out.module.get_submodule(name).weight
-        assert change["zeros"] == int((weight == 0).sum()) == round(weight.numel() * 0.5)
-        assert change["sparsity"] == pytest.approx(0.5, abs=1e-3)
+        assert change.weights == weight.numel()
+        assert change.zeros == int((weight == 0).sum()) == round(weight.numel() * 0.5)
+        assert change.sparsity == pytest.approx(0.5, abs=1e-3)
+    assert [s.layer for s in record.skipped] == ["classifier"]
     assert float((out.module.classifier.weight == 0).float().mean()) < 0.01  # classifier left dense
     for m in out.module.modules():
         assert not m._forward_pre_hooks and not hasattr(m, "weight_orig")
@@ -55,7 +57,7 @@ def test_global_sparsity_spreads_unevenly_but_hits_the_total(bundle_of):
             return self.out(self.small(self.big(x)))
 
     out = apply_passes(bundle_of(Two(), (1, 32)), [SparseConfig(ratio=0.5, allow_sparse=True, global_pruning=True)])
-    layers = {c["layer"]: c["sparsity"] for c in out.provenance.passes[-1].changes}
+    layers = {c.layer: c.sparsity for c in out.provenance.passes[-1].changes}
     assert layers["small"] == 1.0 and layers["big"] == 0.0
     assert (layers["small"] + layers["big"]) / 2 == pytest.approx(0.5)
 
@@ -63,5 +65,5 @@ def test_global_sparsity_spreads_unevenly_but_hits_the_total(bundle_of):
 def test_layers_restrict_the_pass(bundle_of):
     out = apply_passes(bundle_of(zoo.build("digits-cnn"), (1, 1, 8, 8)),
                        [parse_pass("sparse", "ratio=0.25,layers=features.3", extra={"allow_sparse": True})])
-    assert [c["layer"] for c in out.provenance.passes[-1].changes] == ["features.3"]
+    assert [c.layer for c in out.provenance.passes[-1].changes] == ["features.3"]
     assert float((out.module.features[0].weight == 0).float().mean()) == 0.0

@@ -1,31 +1,16 @@
+"""Students derived from the teacher by width (torch-pruning at ratio 1 - width), and teacher assistants."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
+from edgepack.compress.student import assistant_for, count_params, derive_student
 from edgepack.errors import UsageError
 from edgepack.models import zoo
-from edgepack.compress.student import (StudentChoice, assistant_for, count_params, derive_student, make_student,
-                                       parse_student)
 
 EXAMPLE = (torch.zeros(1, 1, 8, 8),)
-
-
-def test_parse_student():
-    assert parse_student("width=0.5") == StudentChoice(width=0.5)
-    assert parse_student(" zoo:digits-cnn ") == StudentChoice(spec="zoo:digits-cnn")
-    for bad in ("width=1", "width=0", "width=-0.2", "width=half", "width=nan", ""):
-        with pytest.raises(UsageError):
-            parse_student(bad)
-
-
-def test_make_student_resolves_specs_through_the_callers_loader(teacher):
-    loaded = make_student(parse_student("zoo:digits-cnn"), teacher, EXAMPLE, load_spec=lambda s: zoo.build(s[4:]))
-    assert count_params(loaded) == count_params(teacher)
-    with pytest.raises(UsageError, match="needs a model loader"):
-        make_student(parse_student("zoo:digits-cnn"), teacher, EXAMPLE)
-    assert count_params(make_student(parse_student("width=0.5"), teacher, EXAMPLE)) < count_params(teacher)
 
 
 def test_derive_student_halves_channels(teacher):

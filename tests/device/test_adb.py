@@ -23,8 +23,11 @@ from edgepack.device.adb import (
     remote_workdir,
     runner_argv,
 )
+from edgepack.device.runner_output import RunnerStats, parse_benchmark_model
 from edgepack.errors import ToolError, UsageError
 from edgepack.records import Artifact
+from edgepack.runtimes import REGISTRY
+from edgepack.runtimes.base import RuntimeBase
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -92,31 +95,33 @@ def fake_adb(tmp_path, monkeypatch):
     return calls
 
 
-def artifact_file(tmp_path: Path, fmt: str) -> Artifact:
+def artifact_file(tmp_path: Path, fmt: str, runtime: str = "") -> Artifact:
     path = tmp_path / f"digits-cnn-int8.{fmt}"
     path.write_bytes(b"model bytes")
-    runtime = {"pte": "executorch", "tflite": "litert"}[fmt]
+    runtime = runtime or {"pte": "executorch", "tflite": "litert"}[fmt]
     return Artifact(name=f"{runtime}-int8", path=str(path), format=fmt, runtime=runtime, precision="int8",
                     size_bytes=11, sha256="0" * 64, inputs=(), outputs=())
 
 
 # ---- pure command construction ----------------------------------------------------------------------------------
 def test_executor_runner_command_runs_warmup_plus_timed_iterations():
-    assert runner_argv("pte", "/d/executor_runner", "/d/m.pte", threads=4, warmup=10, runs=50) == [
+    assert runner_argv("executorch", "/d/executor_runner", "/d/m.pte", threads=4, warmup=10, runs=50) == [
         "/d/executor_runner", "--model_path=/d/m.pte", "--num_executions=60", "--cpu_threads=4"]
 
 
 def test_benchmark_model_command():
-    assert runner_argv("tflite", "/d/benchmark_model", "/d/m.tflite", threads=1, warmup=5, runs=20) == [
+    assert runner_argv("litert", "/d/benchmark_model", "/d/m.tflite", threads=1, warmup=5, runs=20) == [
         "/d/benchmark_model", "--graph=/d/m.tflite", "--num_threads=1", "--warmup_runs=5", "--num_runs=20",
         "--report_peak_memory_footprint=true"]
 
 
-def test_unsupported_format_and_bad_counts_are_usage_errors():
-    with pytest.raises(UsageError, match="pte, tflite"):
-        runner_argv("onnx", "r", "m.onnx", 1, 1, 1)
+def test_runtime_without_phone_runner_and_bad_counts_are_usage_errors():
+    with pytest.raises(UsageError, match="onnxruntime has no phone runner; adb measures executorch, litert"):
+        runner_argv("onnxruntime", "r", "m.onnx", 1, 1, 1)
+    with pytest.raises(UsageError, match="unknown runtime 'tvm'"):
+        runner_argv("tvm", "r", "m.so", 1, 1, 1)
     with pytest.raises(UsageError, match="threads >= 1"):
-        runner_argv("pte", "r", "m.pte", 0, 1, 1)
+        runner_argv("executorch", "r", "m.pte", 0, 1, 1)
 
 
 def test_remote_command_quotes_once_for_the_device_shell():
@@ -257,6 +262,33 @@ def test_failed_push_is_a_tool_error_and_still_cleans_up(fake_adb, monkeypatch, 
     assert not any(c[2:3] == ["shell"] and "&&" in " ".join(c) for c in calls)
 
 
+class PhoneOnlyRuntime(RuntimeBase):
+    """A runtime added later: its module declares the phone runner, its flags and its parser; adb.py is unchanged."""
+
+    name = "phone-only"
+    file_format = "bin"
+    extra = "phone-only"
+    modules = ()
+    phone_runner = "my_runner"
+
+    def phone_runner_argv(self, runner: str, model: str, threads: int, warmup: int, runs: int) -> list[str]:
+        return [runner, model, f"-t{threads}", f"-n{warmup + runs}"]
+
+    def parse_phone_runner_output(self, text: str, warmup: int) -> RunnerStats:
+        return parse_benchmark_model(text)
+
+
+def test_a_new_runtime_measures_on_the_phone_through_its_own_declarations(fake_adb, monkeypatch, tmp_path,
+                                                                          arm64_runner):
+    monkeypatch.setitem(REGISTRY, "phone-only", f"{__name__}:PhoneOnlyRuntime")
+    monkeypatch.setenv("FAKE_ADB_RUNNER_OUTPUT", str(FIXTURES / "benchmark_model_recent.txt"))
+    m = AdbDevice.resolve("adb").measure(artifact_file(tmp_path, "bin", "phone-only"), arm64_runner, threads=2,
+                                         warmup=1, runs=5)
+    assert m.runtime == "phone-only" and m.p50_ms == pytest.approx(0.102)
+    run = next(c[3] for c in fake_adb() if len(c) == 4 and c[2] == "shell" and "&&" in c[3])
+    assert run.endswith("digits-cnn-int8.bin -t2 -n6")
+
+
 def test_wrong_runner_is_refused_before_anything_is_pushed(fake_adb, tmp_path):
     runner = tmp_path / "x86_runner"
     runner.write_bytes(elf_header(62))
@@ -302,5 +334,5 @@ def test_build_refuses_a_missing_runner_before_exporting(fake_adb, tmp_path):
     result = CliRunner().invoke(cli, ["build", "--model", "zoo:digits-cnn", "--target", "android-arm64", "--device",
                                       "adb", "--out", str(tmp_path / "o"), "--quiet"])
     assert result.exit_code == 2, result.output
-    assert "needs its arm64 runner binary: pass --runner executorch=PATH" in result.output
+    assert "needs its arm64 executor_runner binary: pass --runner executorch=PATH" in result.output
     assert not (tmp_path / "o").exists() and fake_adb() == []

@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from edgepack.device.runner_output import parse_benchmark_model, parse_executor_runner, summarise
+from edgepack.device.runner_output import (
+    parse_benchmark_model,
+    parse_executor_runner,
+    summarise,
+)
 from edgepack.errors import ToolError
 
 FIXTURES = Path(__file__).parent / "fixtures"

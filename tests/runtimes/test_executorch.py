@@ -26,7 +26,7 @@ def runtime():
 def digits_artifacts(runtime, digits_bundle, calibration, tmp_path_factory) -> dict[str, Artifact]:
     out = tmp_path_factory.mktemp("executorch-digits")
     fp32 = runtime.export(digits_bundle, ExportRequest("fp32", out))
-    int8 = runtime.export(digits_bundle, ExportRequest("int8", out, calibration=calibration, parent=fp32))
+    int8 = runtime.export(digits_bundle, ExportRequest("int8", out, calibration=calibration))
     return {"fp32": fp32, "int8": int8}
 
 
@@ -72,36 +72,44 @@ def test_artifact_record_describes_the_file(digits_artifacts, digits_bundle):
         assert [(s.shape, s.dtype) for s in artifact.outputs] == [((1, 10), "float32")]
         assert not list(path.parent.glob("*.partial"))
         assert Artifact.from_dict(artifact.to_dict()) == artifact
-    assert digits_artifacts["fp32"].parent == "eager"
-    assert digits_artifacts["int8"].parent == "executorch-fp32"
-    assert "per-channel" in digits_artifacts["int8"].scheme and "128 calibration samples" in \
-        digits_artifacts["int8"].scheme
+    # both are exported from the PyTorch model: int8 is quantized with PT2E, not derived from the fp32 file
+    assert digits_artifacts["fp32"].parent == digits_artifacts["int8"].parent == "eager"
+    int8 = digits_artifacts["int8"]
+    assert "per-channel" in int8.scheme and "128 calibration samples" in int8.scheme
+    assert int8.calibration is not None and int8.calibration.samples == 128
+    assert digits_artifacts["fp32"].calibration is None
+    assert all(a.dynamic_batch is False for a in digits_artifacts.values())
 
 
 @pytest.mark.slow
 def test_digits_cnn_is_fully_delegated(digits_artifacts):
     for artifact in digits_artifacts.values():
-        delegation = artifact.details["delegation"]
-        assert delegation["portable_ops"] == []
-        assert delegation["delegated_nodes"] == delegation["total_nodes"] > 0
-        assert delegation["delegated_ops"]["aten.convolution.default"] == 3
-        assert delegation["kernels_missing_on_host"] == []
-    assert "quantized_decomposed.quantize_per_tensor.default" in \
-        digits_artifacts["int8"].details["delegation"]["delegated_ops"]
+        delegation = artifact.delegation
+        assert delegation is not None and delegation.backend == "XnnpackBackend"
+        assert delegation.fallback_ops == () and delegation.fallback_nodes == 0
+        assert delegation.delegated_nodes == delegation.total_nodes > 0
+        assert {o.op: o.count for o in delegation.delegated_ops}["aten.convolution.default"] == 3
+        assert delegation.kernels_missing_on_host == ()
+    int8 = digits_artifacts["int8"].delegation
+    assert int8 is not None
+    assert "quantized_decomposed.quantize_per_tensor.default" in {o.op for o in int8.delegated_ops}
 
 
 @pytest.mark.slow
 def test_ops_xnnpack_refuses_are_reported_with_reasons(unusual_artifacts, runtime, unusual_ops_bundle, digits_split,
                                                       eager):
     for artifact in unusual_artifacts.values():
-        delegation = artifact.details["delegation"]
-        portable = {p["op"]: p for p in delegation["portable_ops"]}
-        assert portable["aten.cumsum.default"]["count"] == 1
-        assert "no partitioner config" in portable["aten.cumsum.default"]["reason"]
-        assert "ceil mode" in portable["aten.avg_pool2d.default"]["reason"]  # XNNPACK's own WhyNoPartition text
-        assert delegation["total_nodes"] > delegation["delegated_nodes"] > 0
-        assert "aten::cumsum.out" in delegation["kernels"]
+        delegation = artifact.delegation
+        assert delegation is not None
+        portable = {f.op: f for f in delegation.fallback_ops}
+        assert portable["aten.cumsum.default"].count == 1
+        assert "no partitioner config" in portable["aten.cumsum.default"].reason
+        assert "ceil mode" in portable["aten.avg_pool2d.default"].reason  # XNNPACK's own WhyNoPartition text
+        assert delegation.total_nodes > delegation.delegated_nodes > 0
+        assert delegation.fallback_nodes == sum(f.count for f in delegation.fallback_ops)
+        assert "aten::cumsum.out" in delegation.kernels
         assert any("aten.cumsum.default" in note for note in artifact.notes)
+        assert Artifact.from_dict(artifact.to_dict()) == artifact
     # The portable kernels run on the host too, so the program is still correct.
     x = digits_split[1].inputs[:20]
     out = runtime.load(Path(unusual_artifacts["fp32"].path), 1)([x])[0]
@@ -151,18 +159,29 @@ def test_unknown_precision_lists_the_choices(runtime, digits_bundle, tmp_path):
         runtime.export(digits_bundle, ExportRequest("fp16", tmp_path))
 
 
-def test_unknown_partitioner_lists_the_known_ones(runtime, digits_bundle, tmp_path):
-    with pytest.raises(UsageError, match="known: xnnpack"):
-        runtime.export(digits_bundle, ExportRequest("fp32", tmp_path, options={"partitioner": "vulkan"}))
+def test_unknown_partitioner_lists_the_known_ones():
+    from edgepack.runtimes.executorch import ExecuTorchOptions
+
+    with pytest.raises(ValueError, match="partitioner='vulkan' is not one of: xnnpack"):
+        ExecuTorchOptions(partitioner="vulkan")
+
+
+def test_int8_is_not_derived_from_a_parent_file(runtime, digits_bundle, calibration, tmp_path):
+    """A parent for an artifact exported from the eager model would be a false lineage in the report."""
+    fp32 = Artifact(name="executorch-fp32", path=str(tmp_path / "m.pte"), format="pte", runtime="executorch",
+                    precision="fp32", size_bytes=1, sha256="0" * 64, inputs=(), outputs=())
+    with pytest.raises(ToolError, match="exported from the eager model"):
+        runtime.export(digits_bundle, ExportRequest("int8", tmp_path, calibration=calibration, parent=fp32))
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
 def test_load_sizes_the_threadpool(runtime, digits_artifacts):
-    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count
+    from executorch.extension.pybindings import portable_lib
 
     for threads in (2, 1):
         runtime.load(Path(digits_artifacts["fp32"].path), threads)
-        assert _threadpool_get_thread_count() == threads
+        assert portable_lib._threadpool_get_thread_count() == threads
 
 
 def test_load_errors(runtime, tmp_path):

@@ -31,7 +31,7 @@ def runtime():
 def digits_artifacts(runtime, digits_bundle, calibration, tmp_path_factory) -> dict[str, Artifact]:
     out = tmp_path_factory.mktemp("litert-digits")
     fp32 = runtime.export(digits_bundle, ExportRequest("fp32", out))
-    int8 = runtime.export(digits_bundle, ExportRequest("int8", out, calibration=calibration, parent=fp32))
+    int8 = runtime.export(digits_bundle, ExportRequest("int8", out, calibration=calibration))
     return {"fp32": fp32, "int8": int8}
 
 
@@ -69,14 +69,17 @@ def test_artifact_record_and_op_details(digits_artifacts, digits_bundle):
         assert path.name == f"{digits_bundle.name}-{precision}.tflite" and artifact.format == "tflite"
         assert artifact.size_bytes == path.stat().st_size and artifact.sha256 == sha256_file(path)
         assert artifact.inputs[0].name == "input" and artifact.inputs[0].shape == (1, 1, 8, 8)
-        assert artifact.details["ops"]["CONV_2D"] >= 2 and "FULLY_CONNECTED" in artifact.details["ops"]
-        assert "DELEGATE" not in artifact.details["ops"]
+        ops = {o.op: o.count for o in artifact.ops}
+        assert ops["CONV_2D"] >= 2 and "FULLY_CONNECTED" in ops and "DELEGATE" not in ops
+        assert artifact.dynamic_batch is False and artifact.delegation is None
         assert not list(path.parent.glob("*.partial"))
         assert Artifact.from_dict(artifact.to_dict()) == artifact
     int8 = digits_artifacts["int8"]
-    assert int8.details["float_ops"] == {} and int8.details["io_dtypes"] == {"inputs": ["int8"], "outputs": ["int8"]}
-    assert int8.parent == "litert-fp32" and digits_artifacts["fp32"].parent == "eager"
-    assert "per-channel" in int8.scheme
+    assert int8.float_ops == () and [s.dtype for s in int8.inputs + int8.outputs] == ["int8", "int8"]
+    assert digits_artifacts["fp32"].float_ops == ()  # every op of an fp32 model is float: no census
+    # both are converted from the PyTorch model: int8 is quantized with PT2E, not derived from the fp32 file
+    assert int8.parent == digits_artifacts["fp32"].parent == "eager"
+    assert "per-channel" in int8.scheme and int8.calibration is not None and int8.calibration.samples == 128
 
 
 @pytest.mark.slow
@@ -91,9 +94,8 @@ def test_transformer_int8_reports_ops_left_on_float_kernels(runtime, transformer
                                                            eager):
     calib, evaluation = token_data
     artifact = runtime.export(transformer_bundle, ExportRequest("int8", tmp_path, calibration=calib))
-    float_ops = artifact.details["float_ops"]
-    assert float_ops, "layer norm and softmax stay in float in a static int8 transformer"
-    assert artifact.details["quantize_conversions"].get("QUANTIZE", 0) >= 1
+    assert artifact.float_ops, "layer norm and softmax stay in float in a static int8 transformer"
+    assert {o.op: o.count for o in artifact.ops}.get("QUANTIZE", 0) >= 1
     assert any("float kernels" in note for note in artifact.notes)
     out = runtime.load(Path(artifact.path), 1)([evaluation.inputs])[0]
     ref = eager(transformer_bundle, evaluation.inputs)
