@@ -6,9 +6,6 @@ from typing import Optional, Sequence
 
 from edgepack.records import Accuracy, Artifact, Budget, Measurement, Report, Verdict
 
-# Accuracy drops are measured against the model the user gave: "original" (before compression passes) when passes
-# ran in the build, otherwise "eager" (the same model in PyTorch).
-REFERENCE_ACCURACY = ("original", "eager")
 
 
 def delegation_budget() -> Budget:
@@ -32,13 +29,14 @@ def judge(report: Report, budgets: Optional[Sequence[Budget]] = None) -> list[Ve
                          for f in report.failures]
             continue
         for artifact in shipping:
-            observed, reason = observe(budget, artifact, report.measurements, report.accuracy)
+            observed, reason = observe(budget, artifact, report.measurements, report.accuracy,
+                                       [p.name for p in report.model.passes])
             verdicts.append(_verdict(budget, artifact.name, observed, reason))
     return verdicts
 
 
 def observe(budget: Budget, artifact: Artifact, measurements: Sequence[Measurement],
-            accuracy: Sequence[Accuracy]) -> tuple[Optional[float], str]:
+            accuracy: Sequence[Accuracy], compression_passes: Sequence[str] = ()) -> tuple[Optional[float], str]:
     """The observed value a budget checks, or None and why it is missing."""
     if budget.metric == "size":
         return float(artifact.size_bytes), ""
@@ -56,12 +54,24 @@ def observe(budget: Budget, artifact: Artifact, measurements: Sequence[Measureme
             return None, "the runner reports no peak memory"
         return float(m.peak_over_baseline_bytes), ""
     if budget.metric == "accuracy_drop":
-        ref = next((a for name in REFERENCE_ACCURACY for a in accuracy if a.artifact == name), None)
-        got = next((a for a in accuracy if a.artifact == artifact.name), None)
-        if ref is None or got is None:
-            return None, "accuracy was not evaluated (pass --eval DATA)"
-        return (ref.top1 - got.top1) * 100.0, ""
+        return _accuracy_drop(artifact, accuracy, compressed=bool(compression_passes))
     return None, f"unknown budget metric {budget.metric!r}"
+
+
+def _accuracy_drop(artifact: Artifact, accuracy: Sequence[Accuracy], compressed: bool) -> tuple[Optional[float], str]:
+    """Top-1 drop against the true original: the uncompressed model when compression ran (in this build or before
+    it, in `edgepack compress`), else the eager model as given. A compressed model whose original could not be
+    evaluated on the same data fails the budget rather than being judged against itself."""
+    got = next((a for a in accuracy if a.artifact == artifact.name), None)
+    ref = next((a for a in accuracy if a.artifact == "original"), None)
+    if ref is None and not compressed:
+        ref = next((a for a in accuracy if a.artifact == "eager"), None)
+    if got is None or (ref is None and not compressed):
+        return None, "accuracy was not evaluated (pass --eval DATA)"
+    if ref is None:
+        return None, ("the model was compressed before this build and its uncompressed original's accuracy on this "
+                      "data is unknown (the original could not be re-loaded); see the report's warnings")
+    return (ref.top1 - got.top1) * 100.0, ""
 
 
 def _verdict(budget: Budget, artifact: str, observed: Optional[float], reason: str) -> Verdict:

@@ -53,10 +53,10 @@ def execute(plan: BuildPlan, progress: Optional[Progress] = None) -> Report:
         data = load_build_data(plan.data, model, plan.precision == "int8", warnings)
     bundle = model.bundle
     accuracy: list[Accuracy] = []
+    if data.eval is not None:
+        original = _original_accuracy(bundle, bool(plan.passes), data.eval, progress, warnings)
+        accuracy += [original] if original is not None else []
     if plan.passes:
-        if data.eval is not None:
-            with progress.stage("accuracy of the original model"):
-                accuracy.append(evaluate.eager_accuracy(bundle, data.eval, name="original"))
         bundle = _compress(bundle, plan.passes, data.train, data.eval, progress, plan.model)
     qat = _qat_request(plan, data)
 
@@ -112,6 +112,42 @@ def execute(plan: BuildPlan, progress: Optional[Progress] = None) -> Report:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+def _original_accuracy(bundle: "ModelBundle", passes_in_build: bool, eval_data: "ArrayDataset", progress: Progress,
+                       warnings: list[str]) -> Optional[Accuracy]:
+    """Accuracy of the true original on the eval data: the budgets judge every artifact against it.
+
+    A model compressed before this build (a .pt2 from `edgepack compress`) names its uncompressed source: it is
+    re-loaded and evaluated on the same data here, since accuracies measured on other data cannot be compared.
+    """
+    from edgepack import evaluate
+    from edgepack.loading import load_bundle
+    from edgepack.models.request import ModelRequest
+
+    provenance = bundle.provenance
+    if provenance.passes:
+        source = provenance.original_source
+        if not source:
+            warnings.append("the model carries compression history without its original's spec; accuracy budgets "
+                            "cannot be judged against the uncompressed model")
+            return None
+        with progress.stage(f"accuracy of the uncompressed original ({source})"):
+            try:
+                request = ModelRequest(source, provenance.original_input_shape or None)
+                original = load_bundle(request).bundle
+            except EdgepackError as exc:
+                warnings.append(f"the uncompressed original {source} could not be re-loaded ({exc}); accuracy "
+                                f"budgets cannot be judged against it")
+                return None
+            figure = evaluate.eager_accuracy(original, eval_data, name="original")
+        return replace(figure, how=f"the uncompressed model {source}, re-loaded and evaluated on {eval_data.name} "
+                                   f"in this run ({len(provenance.passes)} pass(es) applied before this build)")
+    if passes_in_build:
+        with progress.stage("accuracy of the original model"):
+            figure = evaluate.eager_accuracy(bundle, eval_data, name="original")
+        return replace(figure, how="the model as given, before this build's compression passes")
+    return None
 
 
 class _TimedProgress:

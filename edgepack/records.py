@@ -221,6 +221,10 @@ class Provenance(Record):
     passes: tuple[PassRecord, ...] = ()
     preprocessing: dict[str, Any] = field(default_factory=dict)
     labels: tuple[str, ...] = ()
+    # the uncompressed model's spec and input shape when `passes` ran before this load (a .pt2 from `edgepack
+    # compress`): accuracy budgets are judged against it, not against the compressed model
+    original_source: str = ""
+    original_input_shape: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -347,6 +351,7 @@ class Accuracy(Record):
     samples: int
     top1: float  # fraction in [0, 1]
     top5: Optional[float] = None
+    how: str = ""  # how the figure was obtained, for the baselines ("original") the budgets judge against
 
 
 @dataclass(frozen=True)

@@ -147,8 +147,12 @@ def _pickled_unimportable_class(tmp: Path) -> None:
 
 
 def _truncated_pt2(tmp: Path) -> None:
-    program = torch.export.export(torch.nn.Linear(4, 2), (torch.randn(1, 4),))
-    torch.export.save(program, str(tmp / "whole.pt2"))
+    """A zip archive (as torch.export.save writes) cut short in a copy."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp / "whole.pt2", "w") as archive:
+        archive.writestr("archive_format", "pt2")
+        archive.writestr("models/model.json", "{}" * 1000)
     data = (tmp / "whole.pt2").read_bytes()
     (tmp / "cut.pt2").write_bytes(data[: len(data) // 2])
 
@@ -378,12 +382,20 @@ def test_bad_input_is_exit_2_with_one_line(case: Case, models: Path, tmp_path: P
     assert written == [], written  # a refused command leaves nothing behind, least of all a result
 
 
+@pytest.fixture(scope="module")
+def small_program(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = tmp_path_factory.mktemp("program") / "tiny.pt2"
+    torch.export.save(torch.export.export(torch.nn.Linear(4, 2).eval(), (torch.randn(1, 4),)), str(path))
+    return path.read_bytes()
+
+
 @pytest.mark.parametrize("sidecar,fragment", [
     ("{not json", "cannot read the pass history beside tiny.pt2 (JSONDecodeError"),
     ('["a list"]', "cannot read the pass history beside tiny.pt2"),
     (None, "names zoo model 'gone'"),
 ])
-def test_unreadable_pt2_sidecar_warns_and_loads(tmp_path: Path, sidecar: Optional[str], fragment: str) -> None:
+def test_unreadable_pt2_sidecar_warns_and_loads(tmp_path: Path, small_program: bytes, sidecar: Optional[str],
+                                                fragment: str) -> None:
     """A sidecar that cannot be used is not an error (the program itself is fine), but it is never skipped silently:
     the loader returns a warning with the bundle for the report and the terminal."""
     import json
@@ -393,7 +405,7 @@ def test_unreadable_pt2_sidecar_warns_and_loads(tmp_path: Path, sidecar: Optiona
     from edgepack.records import Provenance
 
     path = tmp_path / "tiny.pt2"
-    torch.export.save(torch.export.export(torch.nn.Linear(4, 2).eval(), (torch.randn(1, 4),)), str(path))
+    path.write_bytes(small_program)
     if sidecar is None:  # well formed, but from a zoo this edgepack does not have
         sidecar = json.dumps(Provenance("zoo:gone", "zoo", "gone", "tensor", 10, 8, ((1, 4),)).to_dict())
     path.with_suffix(".json").write_text(sidecar)

@@ -37,9 +37,9 @@ def test_distill_command_writes_a_student_build_accepts(runner, tmp_path):
     record = history["passes"][-1]
     assert record["params_after"] < record["params_before"] / 3
     # 3.8x fewer parameters is more than one stage may take (max 3x): a teacher assistant stands in between
-    assert len(record["changes"]) == 2
-    assert record["changes"][-1]["student_params"] == record["params_after"]
-    assert record["changes"][-1]["student_top1"] > 0.9
+    assert len(record["stages"]) == 2
+    assert record["stages"][-1]["student_params"] == record["params_after"]
+    assert record["stages"][-1]["student_top1"] > 0.9
     result = runner.invoke(cli, ["build", "--model", str(pt2), "--eval", "zoo", "--precision", "fp32", "--runs", "5",
                                  "--out", str(tmp_path / "b"), "--quiet"])
     assert result.exit_code == 0, result.output

@@ -38,18 +38,16 @@ def command(teacher_spec: str, student_text: str, input_shape: Optional[str], tr
             features: Optional[str], max_stage_ratio: str, out: Path, quiet: bool) -> None:
     """Distill a teacher into a smaller student (logit and feature KD, progressive stages)."""
     from edgepack.cli.output import Output
-    from edgepack.compress import parse_pass
+    from edgepack.compress import parse_options, parse_student
     from edgepack.plan import check_writable
 
     if out.suffix != ".pt2":
         raise UsageError(f"--out {out}: the student is written as a torch.export program; name it *.pt2")
-    student = student_text.strip()
-    chosen = student if student.startswith("width=") else f"student={student}"
-    text = (f"{chosen},epochs={epochs},temperature={temperature},alpha={alpha},lr={lr},"
-            f"max_stage_ratio={max_stage_ratio}")
-    if features:
-        text += f",feature_pairs={features}"
-    config = parse_pass("distill", text)
+    values = {**parse_student(student_text.strip()), "epochs": epochs, "temperature": temperature, "alpha": alpha,
+              "lr": lr, "max_stage_ratio": max_stage_ratio}
+    if features is not None:
+        values["feature_pairs"] = features
+    config = parse_options("distill", values, where="edgepack distill")
     request = model_request(teacher_spec, None, False, input_shape)
     check_writable(out.parent, "--out")
 

@@ -93,7 +93,7 @@ def phone_runtime(runtime: str) -> RuntimeBase:
     """The runtime that measures on a phone with its own runner; UsageError naming those that can."""
     cls = runtime_class(runtime)
     if cls.phone_runner is None:
-        capable = [name for name in REGISTRY if runtime_class(name).phone_runner]
+        capable = sorted(name for name in REGISTRY if runtime_class(name).phone_runner)
         raise UsageError(f"{runtime} has no phone runner; adb measures {', '.join(capable)} artifacts")
     return cls()
 

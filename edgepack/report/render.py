@@ -71,8 +71,9 @@ def markdown(report: Report) -> str:
         lines.append(f"- Measured on: {'; '.join(sorted(where))}")
     original = next((a for a in report.accuracy if a.artifact == "original"), None)
     if original:
-        lines.append(f"- Original model (before compression) accuracy: top-1 {_pct(original.top1)} on "
-                     f"{original.samples} samples of {original.dataset}")
+        lines.append(f"- Original model (before compression) accuracy, the baseline of accuracy budgets: top-1 "
+                     f"{_pct(original.top1)} on {original.samples} samples of {original.dataset}"
+                     + (f" — {original.how}" if original.how else ""))
     eager = next((a for a in report.accuracy if a.artifact == "eager"), None)
     if eager:
         lines.append(f"- Eager PyTorch accuracy: top-1 {_pct(eager.top1)} on {eager.samples} samples of {eager.dataset}")

@@ -267,7 +267,7 @@ def qat_runtimes() -> list[str]:
     """Registered runtimes that declare a quantization-aware training path."""
     from edgepack.runtimes import REGISTRY, runtime_class
 
-    return [name for name in REGISTRY if runtime_class(name).supports_qat]
+    return sorted(name for name in REGISTRY if runtime_class(name).supports_qat)
 
 
 def check_export_request(runtime: Runtime | RuntimeBase, precision: str, qat: QatRequest | None = None) -> None:

@@ -12,6 +12,7 @@ from edgepack.compress import (
     PruneConfig,
     SparseConfig,
     options_help,
+    parse_options,
     parse_pass,
     parse_recipe,
 )
@@ -147,3 +148,18 @@ def test_recipe_from_a_yaml_file(tmp_path):
         parse_recipe(path)
     with pytest.raises(UsageError, match="cannot read it"):
         parse_recipe(tmp_path / "missing.yaml")
+
+
+def test_recipes_may_spell_kinds_with_underscores_or_hyphens():
+    assert parse_recipe([{"low-rank": "rank=4"}, {"fine-tune": 2}, {"drop_layers": "middle=1"}]) == [
+        LowRankConfig(rank=4), FinetuneConfig(epochs=2), DropLayersConfig(middle=1)]
+
+
+def test_options_given_one_by_one_are_coerced_like_a_recipe():
+    assert parse_options("prune", {"ratio": "0.5", "global": "yes", "ignore": "a,b"}) == PruneConfig(
+        ratio=0.5, global_pruning=True, ignore=("a", "b"))
+    assert parse_options("sparse", {"ratio": 0.5}, allow_sparse=True) == SparseConfig(ratio=0.5, allow_sparse=True)
+    with pytest.raises(UsageError, match=r"^edgepack distill: unknown option 'epoch' \(did you mean 'epochs'\?\)"):
+        parse_options("distill", {"width": "0.5", "epoch": "3"}, where="edgepack distill")
+    with pytest.raises(UsageError, match="--prune: ratio is required"):
+        parse_options("prune", {"importance": "l1"})
