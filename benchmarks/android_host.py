@@ -21,6 +21,7 @@ import torch
 
 from edgepack.data.dataset import ArrayDataset
 from edgepack.models.loader import ModelRequest, load_model
+from edgepack.records import Artifact
 from edgepack.runtimes import get_runtime
 from edgepack.runtimes.base import ExportRequest
 
@@ -58,17 +59,17 @@ def bench_model(name: str, runs: int, workdir: Path) -> dict:
             "ms": time_p50(lambda s=session: s([xn]), runs),
             "bytes": artifact.size_bytes,
             "export_s": export_s,
-            "off_fast_path": _off_fast_path(artifact.details),
+            "off_fast_path": _off_fast_path(artifact),
         }
     return row
 
 
-def _off_fast_path(details: dict) -> str:
+def _off_fast_path(artifact: Artifact) -> str:
     """What did not get the fast kernels: ExecuTorch ops left on portable kernels, LiteRT ops left in float."""
-    if "delegation" in details:
-        d = details["delegation"]
-        return f"{d['total_nodes'] - d['delegated_nodes']}/{d['total_nodes']} nodes portable"
-    return f"{sum(details.get('float_ops', {}).values())} float ops"
+    if artifact.delegation is not None:
+        d = artifact.delegation
+        return f"{d.fallback_nodes}/{d.total_nodes} nodes portable"
+    return f"{sum(o.count for o in artifact.float_ops)} float ops"
 
 
 def main() -> None:

@@ -64,9 +64,9 @@ def test_bundle_manifest_matches_files(android_build):
 def test_delegation_is_reported(android_build):
     _, report, _ = android_build
     pte = next(a for a in report["artifacts"] if a["name"] == "executorch-int8")
-    delegation = pte["details"]["delegation"]
+    delegation = pte["delegation"]
     assert delegation["delegated_nodes"] == delegation["total_nodes"] > 0, delegation
-    assert delegation["portable_ops"] == []
+    assert delegation["fallback_ops"] == []
 
 
 def test_require_full_delegation_fails_a_model_with_a_portable_op(tmp_path):
@@ -91,7 +91,7 @@ def test_require_full_delegation_fails_a_model_with_a_portable_op(tmp_path):
     assert result.exit_code == 3, result.output
     assert "budget failed: full delegation [executorch-fp32]" in result.output
     report = json.loads((out / "report.json").read_text())
-    delegation = report["artifacts"][0]["details"]["delegation"]
-    ops = {p["op"]: p for p in delegation["portable_ops"]}
+    delegation = report["artifacts"][0]["delegation"]
+    ops = {p["op"]: p for p in delegation["fallback_ops"]}
     assert any("avg_pool2d" in op for op in ops), ops
     assert any("ceil mode" in p["reason"] for p in ops.values()), ops

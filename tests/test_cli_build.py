@@ -80,7 +80,7 @@ def test_calibration_subset_size_is_configurable(runner, tmp_path):
     assert manifest["calibration"] == {"source": "zoo:digits (train split) (20 stratified, seed 0)", "samples": 20,
                                        "synthetic": False}
     report = json.loads((out / "report.json").read_text())
-    assert report["artifacts"][1]["details"]["calibration"]["samples"] == 20
+    assert report["artifacts"][1]["calibration"]["samples"] == 20
 
 
 def test_rebuild_into_same_out_removes_artifacts_it_no_longer_makes(runner, tmp_path):

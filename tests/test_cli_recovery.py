@@ -71,7 +71,7 @@ def test_qat_artifacts_ship_beside_ptq(runner, tmp_path):
     assert acc["onnxruntime-int8-qat"] >= acc["eager"] - 0.02, acc
     qat = next(a for a in report["artifacts"] if a["name"] == "onnxruntime-int8-qat")
     assert "quantization-aware training" in qat["scheme"]
-    assert qat["details"]["op_counts"].get("QuantizeLinear", 0) > 0
+    assert {o["op"]: o["count"] for o in qat["ops"]}.get("QuantizeLinear", 0) > 0
 
 
 def test_qat_needs_int8(runner, tmp_path):

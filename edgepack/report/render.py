@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-from edgepack.data.dataset import ArrayDataset
 from edgepack.fileio import atomic_write_text
 from edgepack.gates import describe_failure, format_value
 from edgepack.records import Report
@@ -76,7 +75,8 @@ def markdown(report: Report) -> str:
                      + (f" — {original.how}" if original.how else ""))
     eager = next((a for a in report.accuracy if a.artifact == "eager"), None)
     if eager:
-        lines.append(f"- Eager PyTorch accuracy: top-1 {_pct(eager.top1)} on {eager.samples} samples of {eager.dataset}")
+        lines.append(f"- Eager PyTorch accuracy: top-1 {_pct(eager.top1)} on {eager.samples} samples of "
+                     f"{eager.dataset}")
     fastest = fastest_within_budgets(report)
     if fastest:
         lines.append(f"- {fastest[0].upper()}{fastest[1:]}")
@@ -89,7 +89,8 @@ def markdown(report: Report) -> str:
         lines += ["| " + " | ".join(r[h] for h in headers) + " |" for r in rows]
         lines.append("")
     if report.verdicts:
-        lines += ["## Budgets", "", "| budget | artifact | limit | observed | margin | result |", "|---|---|---|---|---|---|"]
+        lines += ["## Budgets", "", "| budget | artifact | limit | observed | margin | result |",
+                  "|---|---|---|---|---|---|"]
         for v in report.verdicts:
             lines.append(f"| {v.budget} | {v.artifact} | {format_value(v.limit, v.unit)} | "
                          f"{format_value(v.observed, v.unit)} | {format_value(v.margin, v.unit)} | "
@@ -117,16 +118,28 @@ def markdown(report: Report) -> str:
         lines += ["## Measurements", "", "| artifact | where | threads | runs | p50 | p90 | p99 | mean ± std | init | "
                   "first run | peak RSS over baseline |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for m in report.measurements:
-            lines.append(f"| {m.artifact} | {m.where} | {m.threads} | {m.runs} | {m.p50_ms:.4f} ms | {m.p90_ms:.4f} ms | "
-                         f"{m.p99_ms:.4f} ms | {m.mean_ms:.4f} ± {m.std_ms:.4f} ms | "
+            lines.append(f"| {m.artifact} | {m.where} | {m.threads} | {m.runs} | {m.p50_ms:.4f} ms | "
+                         f"{m.p90_ms:.4f} ms | {m.p99_ms:.4f} ms | {m.mean_ms:.4f} ± {m.std_ms:.4f} ms | "
                          f"{'n/a' if m.init_ms is None else f'{m.init_ms:.1f} ms'} | "
                          f"{'n/a' if m.first_run_ms is None else f'{m.first_run_ms:.2f} ms'} | "
                          f"{format_value(m.peak_over_baseline_bytes, 'bytes')} |")
         lines.append("")
     if report.robustness:
         lines += robustness_table(report)
+    if report.failures:
+        lines += ["## Runtime failures", "", "These runtimes did not finish; the others went on.", ""]
+        for f in report.failures:
+            lines.append(f"- **{f.runtime}** failed at {f.stage} of `{f.artifact}`: {f.reason}")
+            if f.evidence:
+                lines += ["", "  ```", *[f"  {line}" for line in f.evidence.splitlines()], "  ```"]
+        lines.append("")
     if report.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in report.warnings] + [""]
+    if report.timings:
+        total = sum(t.seconds for t in report.timings)
+        lines += ["## Where the time went", "", f"{total:.1f} s in all.", "", "| stage | seconds |", "|---|---|"]
+        lines += [f"| {t.stage} | {t.seconds:.1f} |" for t in report.timings]
+        lines.append("")
     return "\n".join(lines)
 
 
