@@ -108,7 +108,13 @@ def parse_target(path: Path) -> Target:
     for r in raw_runtimes:
         if r not in REGISTRY:
             raise UsageError(f"target file {path}: unknown runtime {r!r}; known: {', '.join(sorted(REGISTRY))}")
-    runtimes = tuple(RuntimeSettings(r, dict(opts or {})) for r, opts in raw_runtimes.items())
+    from edgepack.runtimes import runtime_class
+
+    try:
+        runtimes = tuple(RuntimeSettings(r, runtime_class(r).options_type.from_mapping(opts or {}))
+                         for r, opts in raw_runtimes.items())
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"target file {path}: runtimes: {exc}") from None
     measure = data.get("measure") or {}
     precision = str(data.get("precision", "int8"))
     if precision not in ("int8", "fp32"):

@@ -349,6 +349,18 @@ CASES = [
     # click's own usage errors
     Case("unknown-option", ("--model", "zoo:digits-cnn", "--bogus"), "No such option '--bogus'"),
     Case("bad-choice", ("--model", "zoo:digits-cnn", "--precision", "int4"), "'int4' is not one of"),
+    # target files and recipes (parsed in config.py and compress/parse.py)
+    Case("target-binary-bytes", ("--model", "zoo:digits-cnn", "--target", "{tmp}/t.yaml"), "target file",
+         _write("t.yaml", b"\x00\xff\xfe\x01")),
+    Case("target-threads-not-a-number", ("--model", "zoo:digits-cnn", "--target", "{tmp}/t.yaml"), "many",
+         _write("t.yaml", b"name: t\nruntimes: [onnxruntime]\nthreads: many\n")),
+    Case("target-measure-not-a-mapping", ("--model", "zoo:digits-cnn", "--target", "{tmp}/t.yaml"), "measure",
+         _write("t.yaml", b"name: t\nruntimes: [onnxruntime]\nmeasure: fast\n")),
+    Case("target-unknown-runtime-option-value", ("--model", "zoo:digits-cnn", "--target", "{tmp}/t.yaml"),
+         "activation_type='int16' is not one of", _write("t.yaml", b"name: t\nruntimes:\n  onnxruntime: "
+                                                                  b"{activation_type: int16}\n")),
+    Case("recipe-binary-bytes", ("--model", "zoo:digits-cnn", "--recipe", "{tmp}/r.yaml"), "recipe",
+         _write("r.yaml", b"\x00\xff\xfe")),
     # `edgepack check` re-judges a saved report with the same budget parsing
     Case("check-budget-empty", ("{tmp}/report.json", "--budget", ""), "--budget is empty", _saved_report,
          command="check"),
@@ -367,7 +379,8 @@ def test_bad_input_is_exit_2_with_one_line(case: Case, models: Path, tmp_path: P
         case.files(tmp_path)
     args = [a.format(tmp=tmp_path, models=models) for a in case.args]
     if case.command == "build":
-        args += ["--target", "x86-cpu", "--quiet", "--out", str(tmp_path / "out")]
+        args += ["--quiet", "--out", str(tmp_path / "out")]
+        args += [] if "--target" in args else ["--target", "x86-cpu"]
         args += [] if "--runs" in args else ["--runs", "3"]
     before = set(tmp_path.rglob("*"))
     result = CliRunner().invoke(cli, [case.command, *args])
