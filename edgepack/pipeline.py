@@ -192,7 +192,8 @@ class _RuntimeResults:
 def _build_runtime(planned: "PlannedRuntime", runtime: "Runtime", plan: BuildPlan, bundle: "ModelBundle",
                    data: "BuildData", qat: Optional["QatRequest"], staging: Path, measurer: "Measurer",
                    progress: Progress, results: _RuntimeResults) -> None:
-    """Export every planned artifact of one runtime, then verify and measure each."""
+    """Export, verify and measure each planned artifact of one runtime in turn, so a later step's failure leaves
+    the earlier artifacts verified and measured as reference."""
     from edgepack import evaluate, exporting
 
     threads = plan.measure.threads
@@ -200,11 +201,10 @@ def _build_runtime(planned: "PlannedRuntime", runtime: "Runtime", plan: BuildPla
         results.stage, results.current = "export", step.artifact
         with progress.stage(f"{planned.name}: exporting {step.precision}{' with QAT' if step.qat else ''}"):
             parent = None if step.parent == EAGER else results.artifacts[step.parent]
-            results.artifacts[step.artifact] = exporting.export(runtime, bundle, step, staging, data.calibration,
-                                                                planned.options, parent, qat)
-    for step in plan.steps_of(planned.name):
-        artifact = results.artifacts[step.artifact]
-        results.stage, results.current = "parity", artifact.name
+            artifact = exporting.export(runtime, bundle, step, staging, data.calibration, planned.options, parent,
+                                        qat)
+            results.artifacts[step.artifact] = artifact
+        results.stage = "parity"
         with progress.stage(f"{artifact.name}: parity against eager"):
             session = exporting.open_session(runtime, artifact, threads)
             results.parity.append(evaluate.parity(artifact.name, session, bundle, data.parity))

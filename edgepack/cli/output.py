@@ -68,7 +68,7 @@ class Output:
         for row in rows:
             table.add_row(*row.values())
         # piped output gets a fixed width so the table is not squeezed into 80 columns
-        Console(file=click.get_text_stream("stdout"), highlight=False,
+        Console(file=sys.stdout, highlight=False,
                 width=None if sys.stdout.isatty() else 160).print(table)
 
     def json(self, data: Any) -> None:
