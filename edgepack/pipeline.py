@@ -47,6 +47,7 @@ def execute(plan: BuildPlan, progress: Optional[Progress] = None) -> Report:
     runtimes = {rt.name: get_runtime(rt.name) for rt in plan.runtimes}
     with progress.stage("loading model"):
         model = load_bundle(plan.model)
+    warnings.extend(model.bundle.load_warnings)
     out = plan.out_dir(model.bundle.name)
     check_writable(out, "--out")
     with progress.stage("loading data"):
@@ -249,6 +250,8 @@ def compress_model(model_request: "ModelRequest", passes: Sequence["PassConfig"]
     check_writable(out.parent, "--out")
     with progress.stage("loading model"):
         model = load_bundle(model_request)
+    for warning in model.bundle.load_warnings:
+        progress.warn(warning)
     with progress.stage("loading data"):
         train, evaluation = DataResolver(model).training_data(train_spec, eval_spec, needs_training=True)
     compressed = _compress(model.bundle, passes, train, evaluation, progress, model_request)

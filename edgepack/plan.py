@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 from edgepack.budgets import LATENCY_STATS, merge_budgets
 from edgepack.config import Target, load_target, target_budgets
 from edgepack.errors import MissingDependency, UsageError
-from edgepack.models.request import ModelRequest
+from edgepack.models.request import ModelRequest, check_model_request
 from edgepack.records import Budget
 
 if TYPE_CHECKING:
@@ -139,6 +139,7 @@ class BuildPlan:
 
 def plan(request: BuildRequest, target: Optional[Target] = None) -> BuildPlan:
     """Resolve and check everything that needs no model. Raises UsageError (exit 2) on the first bad input."""
+    check_model_request(request.model)
     target = target or load_target(request.target)
     warnings: list[str] = []
     precision = request.precision or target.precision

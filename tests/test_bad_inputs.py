@@ -267,7 +267,7 @@ CASES = [
     Case("checkpoint-weights-do-not-fit", ("--model", "{tmp}/sd.pt", "--factory", "{models}:build_narrow"),
          "of another shape (checkpoint vs model: fc.weight (10, 256) vs (5, 256)",
          _torch_file("sd.pt", _tiny_state_dict())),
-    Case("factory-without-colon", ("--model", "{tmp}/sd.pt", "--factory", "{models}"), "--factory",
+    Case("factory-without-colon", ("--model", "{tmp}/sd.pt", "--factory", "{models}"), "--factory '{models}': expected",
          _torch_file("sd.pt", _tiny_state_dict())),
     Case("factory-without-checkpoint", ("--model", "zoo:digits-cnn", "--factory", "{models}:build"),
          "--factory builds the architecture for a .pt/.pth state-dict checkpoint"),

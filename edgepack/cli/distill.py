@@ -48,7 +48,7 @@ def command(teacher_spec: str, student_text: str, input_shape: Optional[str], tr
     if features is not None:
         values["feature_pairs"] = features
     config = parse_options("distill", values, where="edgepack distill")
-    request = model_request(teacher_spec, None, False, input_shape)
+    request = model_request(teacher_spec, None, False, input_shape, option="--teacher")
     check_writable(out.parent, "--out")
 
     from edgepack.pipeline import compress_model

@@ -120,7 +120,9 @@ def _read_recipe(path: Path) -> Any:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UsageError(f"recipe {path}: not a text file (not UTF-8); a recipe is YAML") from None
     except OSError as exc:
         raise UsageError(f"recipe {path}: cannot read it ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
