@@ -73,3 +73,54 @@ def test_resnet18_pruned_half_has_3x_fewer_macs(runner, tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads((out / "report.json").read_text())["model"]["passes"][0]
     assert record["macs_before"] / record["macs_after"] >= 3.0
+
+
+def test_accuracy_budget_judges_a_compressed_pt2_against_its_uncompressed_original(runner, tmp_path):
+    """compress-then-build, as CI runs it: the 89-point loss of pruning without recovery must fail the budget."""
+    pt2 = tmp_path / "pruned.pt2"
+    result = runner.invoke(cli, ["compress", "--model", "zoo:digits-cnn", "--prune", "0.5", "--eval", "zoo",
+                                 "--out", str(pt2), "--quiet"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "built"
+    result = runner.invoke(cli, ["build", "--model", str(pt2), "--eval", "zoo", "--precision", "fp32", "--runs", "3",
+                                 "--max-accuracy-drop", "1pp", "--out", str(out), "--quiet"])
+    assert result.exit_code == 3, result.output
+    report = json.loads((out / "report.json").read_text())
+    acc = {a["artifact"]: a for a in report["accuracy"]}
+    assert acc["original"]["top1"] > 0.95  # the zoo model, re-loaded and evaluated on the same data
+    assert "zoo:digits-cnn, re-loaded and evaluated" in acc["original"]["how"]
+    assert acc["eager"]["top1"] < 0.5
+    (verdict,) = [v for v in report["verdicts"] if v["metric"] == "accuracy_drop"]
+    assert not verdict["passed"] and verdict["observed"] > 40
+    assert report["model"]["original_source"] == "zoo:digits-cnn"
+    assert "baseline of accuracy budgets" in (out / "report.md").read_text()
+
+
+def test_accuracy_budget_fails_when_the_original_cannot_be_reloaded(runner, tmp_path):
+    pt2 = tmp_path / "pruned.pt2"
+    result = runner.invoke(cli, ["compress", "--model", "zoo:digits-cnn", "--prune", "0.25", "--out", str(pt2),
+                                 "--quiet"])
+    assert result.exit_code == 0, result.output
+    sidecar = pt2.with_suffix(".json")
+    history = json.loads(sidecar.read_text())
+    history["source"] = str(tmp_path / "gone.py") + ":build"  # the original's file no longer exists
+    history["preprocessing"], history["labels"] = {}, []
+    sidecar.write_text(json.dumps(history))
+    out = tmp_path / "built"
+    result = runner.invoke(cli, ["build", "--model", str(pt2), "--eval", str(_digits_npz(tmp_path)), "--precision",
+                                 "fp32", "--runs", "3", "--max-accuracy-drop", "50pp", "--out", str(out), "--quiet"])
+    assert result.exit_code == 3, result.output
+    assert "uncompressed original's accuracy on this data is unknown" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert any("could not be re-loaded" in w for w in report["warnings"])
+
+
+def _digits_npz(tmp_path):
+    import numpy as np
+
+    from edgepack.data.digits import load_split
+
+    _, test = load_split()
+    path = tmp_path / "digits_test.npz"
+    np.savez(path, x=test.inputs, y=test.labels)
+    return path

@@ -36,6 +36,8 @@ class _Loaded:
     zoo_entry: Optional[zoo.ZooEntry] = None
     passes: tuple[PassRecord, ...] = ()  # compression already applied (a .pt2 from `edgepack compress`)
     warnings: tuple[str, ...] = ()  # what loading went on without (an unreadable sidecar), for the report
+    original_source: str = ""  # the uncompressed model a .pt2's passes started from, and its input shape
+    original_input_shape: tuple[int, ...] = ()
 
 
 def load_model(request: ModelRequest) -> tuple[ModelBundle, Optional[zoo.ZooEntry]]:
@@ -69,6 +71,8 @@ def load_model(request: ModelRequest) -> tuple[ModelBundle, Optional[zoo.ZooEntr
         passes=loaded.passes,
         preprocessing=dict(entry.preprocessing) if entry else {},
         labels=entry.labels if entry else (),
+        original_source=loaded.original_source,
+        original_input_shape=loaded.original_input_shape,
     )
     names = tuple("input" if len(inputs) == 1 else f"input_{i}" for i in range(len(inputs)))
     return ModelBundle(module, inputs, names, provenance, load_warnings=loaded.warnings), entry
@@ -215,14 +219,19 @@ def _load_pt2(path: Path) -> _Loaded:
     args = tuple(a for a in ep.example_inputs[0] if isinstance(a, torch.Tensor)) if ep.example_inputs else None
     history, warnings = _compress_history(path)
     entry = None
-    if history is not None and history.source.startswith("zoo:"):
-        name = history.source[4:]
+    # a chain of compress runs keeps naming the first, uncompressed model
+    original = (history.original_source or history.source) if history else ""
+    original_shape = ((history.original_input_shape or (history.input_shapes[0] if history.input_shapes else ()))
+                      if history else ())
+    if original.startswith("zoo:"):
+        name = original[4:]
         if name in zoo.names():
             entry = zoo.entry(name)  # a compressed zoo model keeps its dataset, preprocessing and labels
         else:
             warnings.append(f"{path.with_suffix('.json')}: names zoo model {name!r}, which this edgepack does not "
                             f"have; the model loads without its dataset, preprocessing and labels")
-    return _Loaded(module, args or None, "pt2", path.stem, entry, history.passes if history else (), tuple(warnings))
+    return _Loaded(module, args or None, "pt2", path.stem, entry, history.passes if history else (), tuple(warnings),
+                   original if history and history.passes else "", tuple(original_shape))
 
 
 def _compress_history(path: Path) -> tuple[Optional[Provenance], list[str]]:
