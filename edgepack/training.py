@@ -22,7 +22,9 @@ def train_classifier(model: nn.Module, data: ArrayDataset, epochs: int, *, lr: f
                      batch_size: int = 64, seed: int = 0, weight_decay: float = 1e-4,
                      loss_fn: LossFn | None = None,
                      on_epoch: Callable[[int, float], None] | None = None) -> nn.Module:
-    """Train in place with AdamW and a cosine schedule; deterministic for a given seed. Returns the model in eval mode."""
+    """Train in place with AdamW and a cosine schedule; deterministic for a given seed.
+
+    Returns the model in eval mode."""
     if data.labels is None:
         raise ValueError(f"{data.name} has no labels; training needs labelled data")
     torch.manual_seed(seed)

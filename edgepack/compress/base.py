@@ -41,6 +41,7 @@ class PassConfig:
     help: ClassVar[str] = ""
     aliases: ClassVar[Mapping[str, str]] = {}
     kind_aliases: ClassVar[tuple[str, ...]] = ()
+    choices: ClassVar[Mapping[str, tuple[str, ...]]] = {}  # field -> its valid values (validation and JSON schema)
 
     def needs_training_data(self) -> str | None:
         """What in this config needs training data (named in the error message when none is given), or None."""

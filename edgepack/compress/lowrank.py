@@ -12,7 +12,7 @@ r < out*in*k*k/(in*k*k + out) for conv.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, Mapping, cast
 
 from edgepack.compress import base
 from edgepack.compress.base import PassConfig, PassContext, PassResult, register
@@ -40,6 +40,7 @@ class LowRankConfig(PassConfig):
     kind: ClassVar[str] = "lowrank"
     metavar: ClassVar[str] = "k=v,..."
     help: ClassVar[str] = "Low-rank SVD of Linear/Conv2d: energy=0.9, ratio=0.5 or rank=16; layers=NAME,..."
+    choices: ClassVar[Mapping[str, tuple[str, ...]]] = {"targets": LOWRANK_TARGETS}
     kind_aliases: ClassVar[tuple[str, ...]] = ("low-rank", "low_rank")
 
     ratio: float | None = None

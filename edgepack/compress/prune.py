@@ -40,6 +40,7 @@ class PruneConfig(PassConfig):
     metavar: ClassVar[str] = "RATIO|k=v,..."
     help: ClassVar[str] = ("Structured channel pruning through torch-pruning, e.g. 0.5 or "
                            "ratio=0.5,importance=l2,round_to=8,steps=3.")
+    choices: ClassVar[Mapping[str, tuple[str, ...]]] = {"importance": IMPORTANCES}
     aliases: ClassVar[Mapping[str, str]] = {"global": "global_pruning"}
 
     ratio: float

@@ -34,7 +34,8 @@ class SparseConfig(PassConfig):
     kind: ClassVar[str] = "sparse"
     primary: ClassVar[str | None] = "ratio"
     metavar: ClassVar[str] = "RATIO|k=v,..."
-    help: ClassVar[str] = "Unstructured magnitude pruning (needs --allow-sparse; dense runtimes get no speed-up from it)."
+    help: ClassVar[str] = ("Unstructured magnitude pruning (needs --allow-sparse; dense runtimes get no speed-up "
+                           "from it).")
     aliases: ClassVar[Mapping[str, str]] = {"global": "global_pruning"}
 
     ratio: float
@@ -66,7 +67,8 @@ def sparsify(module: nn.Module, config: SparseConfig, ctx: PassContext) -> PassR
     targets, skipped = moduletree.select(root, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d), layers=config.layers,
                                          keep_classifier=config.keep_classifier, option="sparse layers")
     if not targets:
-        return PassResult(module, skipped=tuple(skipped), notes=("no Conv/Linear layer selected; nothing zeroed", DENSE_NOTE))
+        return PassResult(module, skipped=tuple(skipped),
+                          notes=("no Conv/Linear layer selected; nothing zeroed", DENSE_NOTE))
     if config.global_pruning:
         torch_prune.global_unstructured([(m, "weight") for _, m in targets],
                                         pruning_method=torch_prune.L1Unstructured, amount=config.ratio)
