@@ -319,7 +319,7 @@ def _runners(where: str, value: Any, names: list[str]) -> dict[str, str]:
     with_runner = [n for n in names if runtime_class(n).phone_runner]
     if not isinstance(value, dict):
         raise UsageError(f"{where}: runner must map runtimes to runner binaries, e.g. "
-                         f"{{{(with_runner or ['executorch'])[0]}: path/to/runner}}; got {_kind(value)}")
+                         f"{{{(with_runner or ['RUNTIME'])[0]}: path/to/runner}}; got {_kind(value)}")
     runners = {}
     for name, path in value.items():
         if name not in names:

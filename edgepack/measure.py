@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from edgepack.errors import ToolError
 from edgepack.records import Measurement
+from edgepack.stats import percentile, std
 
 if TYPE_CHECKING:
     from edgepack.plan import MeasurePlan
@@ -105,28 +106,13 @@ def measure_artifact(artifact_name: str, path: Path, input_shapes: Sequence[Sequ
         artifact=artifact_name, runtime=spec.runtime, where=where, cpu=host_cpu(), threads=spec.threads,
         warmup=spec.warmup, runs=len(samples),
         p50_ms=percentile(samples, 50), p90_ms=percentile(samples, 90), p99_ms=percentile(samples, 99),
-        mean_ms=sum(samples) / len(samples), std_ms=_std(samples), min_ms=samples[0], max_ms=samples[-1],
+        mean_ms=sum(samples) / len(samples), std_ms=std(samples), min_ms=samples[0], max_ms=samples[-1],
         init_ms=result["init_ms"], first_run_ms=result["first_run_ms"],
         peak_rss_bytes=peak, baseline_rss_bytes=base_peak, peak_over_baseline_bytes=max(0, peak - base_peak),
         versions=get_runtime(spec.runtime).versions(),
         notes=("latency: wall time of one call from Python, inputs already in memory; "
                "memory: child peak RSS minus a baseline child with the same imports and inputs",),
     )
-
-
-def percentile(sorted_samples: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile of already sorted samples."""
-    if not sorted_samples:
-        raise ValueError("no samples")
-    pos = (len(sorted_samples) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_samples) - 1)
-    return float(sorted_samples[lo] + (sorted_samples[hi] - sorted_samples[lo]) * (pos - lo))
-
-
-def _std(samples: Sequence[float]) -> float:
-    mean = sum(samples) / len(samples)
-    return (sum((s - mean) ** 2 for s in samples) / max(1, len(samples) - 1)) ** 0.5
 
 
 def _run_child(cmd: list[str], threads: int, timeout_s: float) -> dict[str, Any]:

@@ -69,7 +69,7 @@ def train_epochs(module: nn.Module, data: ArrayDataset | None, *, epochs: int, l
                  progress: Callable[[str], None] | None = None) -> tuple[TrainingEpoch, ...]:
     """Train in place for `epochs`, telling `progress` after each one; returns each epoch's mean training loss.
 
-    `what` names the training in messages ("finetune", "prune step 2 fine-tune"); `step` is recorded with each
+    `what` names the training in messages (e.g. a pass name, or "prune step 2 fine-tune"); `step` is recorded with each
     epoch when the training follows one step of an iterative pass.
     """
     data = require_training_data(data, what)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from edgepack.measure import MeasureSpec, measure_artifact, percentile
+from edgepack.measure import MeasureSpec, measure_artifact
+from edgepack.stats import percentile
 
 
 def test_percentile_interpolates():

@@ -10,6 +10,7 @@ import click
 from edgepack.cli.options import (EXIT_CODE_HELP, LATENCY_STAT_CHOICE, budget_options, budgets_given,
                                   compression_options, model_options, model_request, pass_configs)
 from edgepack.errors import UsageError
+from edgepack.runtimes import REGISTRY
 
 
 
@@ -18,7 +19,8 @@ from edgepack.errors import UsageError
 @click.option("--target", default="x86-cpu", show_default=True, metavar="NAME|FILE.yaml",
               help="A bundled target (see `edgepack targets`) or a path to your own target file.")
 @click.option("--runtime", "runtimes", multiple=True, metavar="NAME",
-              help="Runtime(s) to build for: onnxruntime, executorch, litert, or all. Default: the target's.")
+              help=f"Runtime(s) to build for: {', '.join(REGISTRY)}, or all (repeatable or comma-separated). "
+                   "Default: the target's.")
 @click.option("--precision", type=click.Choice(["int8", "fp32"]), help="Shipped precision (default: the target's, "
               "int8). The fp32 artifact is always kept for comparison.")
 @budget_options

@@ -56,9 +56,9 @@ def parse_pass(kind: str, text: str, *, allow_sparse: bool = False,
 
 def parse_options(kind: str, values: Mapping[str, Any], *, allow_sparse: bool = False,
                   where: str | None = None) -> PassConfig:
-    """A config from option values given one by one (text from a command line, or numbers), e.g.
-    `parse_options("distill", {"student": "zoo:digits-cnn", "epochs": 5, "feature_pairs": "a:b,c:d",
-    "max_stage_ratio": "none"}, where="edgepack distill")`. `where` prefixes error messages."""
+    """A config from option values given one by one (text from a command line, or numbers), e.g. the distill
+    command's `{student: zoo:digits-cnn, epochs: 5, feature_pairs: "a:b,c:d", max_stage_ratio: none}`. `where`
+    prefixes error messages."""
     cls = config_class(kind, where or f"--{kind}")
     where = where or f"--{cls.kind}"
     fields = {_field_name(cls, str(key), where): value for key, value in values.items()}
@@ -69,7 +69,7 @@ RecipeSource = Iterable[Any] | os.PathLike[str]
 
 
 def parse_recipe(steps: RecipeSource, *, allow_sparse: bool = False) -> list[PassConfig]:
-    """Configs from a recipe: a list such as `[{"prune": {"ratio": 0.5}}, {"finetune": 3}, {"lowrank": "energy=0.9"}]`,
+    """Configs from a recipe: a list such as `[{prune: {ratio: 0.5}}, {finetune: 3}, {lowrank: energy=0.9}]` (YAML),
     or the path of a YAML file holding that list (at the top level or under `passes:`).
 
     `allow_sparse` (the CLI's --allow-sparse) is passed to sparse steps that do not set it themselves.

@@ -136,7 +136,7 @@ def parse_benchmark_model(text: str) -> RunnerStats:
 # ---- shared ---------------------------------------------------------------------------------------------------------
 def summarise(samples: Sequence[float]) -> dict:
     """p50/p90/p99/mean/std/min/max of per-run latencies (ms), as RunnerStats fields."""
-    from edgepack.measure import percentile
+    from edgepack.stats import percentile
 
     ordered = sorted(float(s) for s in samples)
     n = len(ordered)

@@ -24,5 +24,10 @@ def runtime_class(name: str) -> type[RuntimeBase]:
     return cls
 
 
+def qat_runtimes() -> list[str]:
+    """Registered runtimes that declare a quantization-aware training path."""
+    return sorted(name for name in REGISTRY if runtime_class(name).supports_qat)
+
+
 def get_runtime(name: str) -> Runtime:
     return runtime_class(name)()  # type: ignore[return-value]

@@ -263,13 +263,6 @@ def calibration_info(calibration: ArrayDataset | None, samples: int) -> Calibrat
     return None if calibration is None else CalibrationInfo(source=calibration.name, samples=samples)
 
 
-def qat_runtimes() -> list[str]:
-    """Registered runtimes that declare a quantization-aware training path."""
-    from edgepack.runtimes import REGISTRY, runtime_class
-
-    return sorted(name for name in REGISTRY if runtime_class(name).supports_qat)
-
-
 def check_export_request(runtime: Runtime | RuntimeBase, precision: str, qat: QatRequest | None = None) -> None:
     """Refuse a precision the runtime cannot build, or a runtime whose libraries are not installed."""
     from edgepack.errors import MissingDependency
@@ -279,8 +272,8 @@ def check_export_request(runtime: Runtime | RuntimeBase, precision: str, qat: Qa
     if qat is not None and precision != "int8":
         raise UsageError(f"quantization-aware training builds int8, not {precision}")
     if qat is not None and not runtime.supports_qat:
-        raise UsageError(f"{runtime.name} has no quantization-aware training path; runtimes with one: "
-                         f"{', '.join(qat_runtimes())}")
+        raise UsageError(f"{runtime.name} has no quantization-aware training path (`edgepack targets` and the "
+                         f"README list the runtimes that have one)")
     reasons = runtime.missing()
     if reasons:
         raise MissingDependency(f"{runtime.name} runtime unavailable: {'; '.join(reasons)}")
