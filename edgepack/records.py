@@ -318,6 +318,10 @@ class Artifact(Record):
             data.setdefault("ops", [{"op": k, "count": v} for k, v in details["ops"].items()])
         if isinstance(details.get("float_ops"), dict):
             data.setdefault("float_ops", [{"op": k, "count": v} for k, v in details["float_ops"].items()])
+        if isinstance(details.get("simplify"), dict):
+            data.setdefault("simplification", details["simplify"])
+        if isinstance(details.get("calibration"), dict):
+            data.setdefault("calibration", details["calibration"])
         old = details.get("delegation")
         if isinstance(old, dict):
             delegated = old.get("delegated_ops") or {}
