@@ -34,12 +34,6 @@ class ToolError(EdgepackError):
     exit_code = 1
 
 
-class BudgetExceeded(EdgepackError):
-    """At least one budget failed; the report was still written (exit 3)."""
-
-    exit_code = 3
-
-
 EXIT_CODES = {
     0: "every budget met",
     1: "internal or tool failure",

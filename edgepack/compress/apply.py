@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from edgepack.compress.base import ModelLoader, PassConfig, PassContext, PassFunction, Progress, registered_functions
+from edgepack.compress.base import ModelLoader, PassConfig, PassContext, PassFunction, SayFn, registered_functions
 from edgepack.compress.registry import registered_passes
 from edgepack.errors import ToolError, UsageError, one_line
 from edgepack.records import PassRecord
@@ -37,7 +37,7 @@ def pass_function(config: PassConfig) -> PassFunction:
 
 
 def apply_passes(bundle: ModelBundle, configs: Sequence[PassConfig], *, train: ArrayDataset | None = None,
-                 eval: ArrayDataset | None = None, progress: Progress | None = None,
+                 eval: ArrayDataset | None = None, progress: SayFn | None = None,
                  load_model: ModelLoader | None = None) -> ModelBundle:
     """A new bundle whose module went through `configs` in order; the input bundle is left untouched.
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from edgepack.data.dataset import ArrayDataset
     from edgepack.records import BlocksDropped, DistillStage, LayerChange, SkippedLayer, TrainingEpoch
 
-Progress = Callable[[str], None]
+SayFn = Callable[[str], None]  # where a pass reports progress: the build's Progress.say
 ModelLoader = Callable[[str], "nn.Module"]
 
 
@@ -71,7 +71,7 @@ class PassContext:
     example_inputs: tuple[torch.Tensor, ...]
     train: ArrayDataset | None = None
     eval: ArrayDataset | None = None
-    progress: Progress | None = None
+    progress: SayFn | None = None
     load_model: ModelLoader | None = None  # loads a model spec a config names (a distillation student)
 
     def say(self, message: str) -> None:
