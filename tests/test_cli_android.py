@@ -26,6 +26,9 @@ def android_build(tmp_path_factory):
 def test_both_int8_artifacts_ship_within_one_point_of_fp32(android_build):
     _, report, result = android_build
     assert report["shipping"] == ["executorch-int8", "litert-int8"]
+    # both mobile runtimes quantize the eager model: their int8 files do not derive from their fp32 files
+    assert {a["name"]: a["parent"] for a in report["artifacts"]} == {
+        "executorch-fp32": "eager", "executorch-int8": "eager", "litert-fp32": "eager", "litert-int8": "eager"}
     acc = {a["artifact"]: a["top1"] for a in report["accuracy"]}
     for runtime in ("executorch", "litert"):
         assert acc[f"{runtime}-int8"] >= acc[f"{runtime}-fp32"] - 0.01, acc

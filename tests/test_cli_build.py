@@ -18,6 +18,9 @@ def test_demo_build_meets_budget_and_accuracy(digits_build):
     names = {a["name"]: a for a in report["artifacts"]}
     assert set(names) == {"onnxruntime-fp32", "onnxruntime-int8"}
     assert report["shipping"] == ["onnxruntime-int8"]
+    # true lineage: ONNX Runtime quantizes its own fp32 file; the fp32 file is exported from the eager model
+    assert (names["onnxruntime-fp32"]["parent"], names["onnxruntime-int8"]["parent"]) == ("eager", "onnxruntime-fp32")
+    assert {t["stage"] for t in report["timings"]} >= {"loading model", "onnxruntime: exporting int8"}
     acc = {a["artifact"]: a["top1"] for a in report["accuracy"]}
     assert acc["eager"] > 0.97, acc
     # the INT8 artifact, run through its ONNX Runtime session, stays within 1 pp of FP32 on held-out digits

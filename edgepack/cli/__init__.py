@@ -52,6 +52,10 @@ class EdgepackGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("edgepack: interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:  # the reader went away (`edgepack targets | head`): nothing left to say
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(141)
         except Exception as exc:  # an internal failure: one line, exit 1; the traceback on request
             if os.environ.get("EDGEPACK_DEBUG"):
                 raise

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 
@@ -19,7 +21,16 @@ def command() -> None:
         output.result(f"  precision {target.precision}, {target.threads} thread(s), default runtime(s): "
                       f"{', '.join(target.default_runtimes)}")
         for settings in target.runtimes:
-            missing = get_runtime(settings.name).missing()
+            runtime = get_runtime(settings.name)
+            missing = runtime.missing()
             state = "ready" if not missing else "unavailable: " + "; ".join(missing)
-            output.result(f"  - {settings.name}: {state}")
+            output.result(f"  - {settings.name}: {state} ({capabilities(runtime)})")
     output.result("Use --target NAME, or --target path/to/board.yaml for your own target file.")
+
+
+def capabilities(runtime: Any) -> str:
+    """What a runtime declares, in words: its file, where its int8 comes from, QAT, phone measurement."""
+    source = "fp32 file" if runtime.int8_from == "fp32" else "eager model"
+    parts = [f".{runtime.file_format}", f"int8 from the {source}", "QAT" if runtime.supports_qat else "no QAT"]
+    parts.append(f"phone runner {runtime.phone_runner}" if runtime.phone_runner else "host measurement only")
+    return ", ".join(parts)

@@ -272,8 +272,8 @@ def check_export_request(runtime: Runtime | RuntimeBase, precision: str, qat: Qa
     if qat is not None and precision != "int8":
         raise UsageError(f"quantization-aware training builds int8, not {precision}")
     if qat is not None and not runtime.supports_qat:
-        raise UsageError(f"{runtime.name} has no quantization-aware training path (`edgepack targets` and the "
-                         f"README list the runtimes that have one)")
+        raise UsageError(f"{runtime.name} has no quantization-aware training path (`edgepack targets` lists the "
+                         f"runtimes that have one)")
     reasons = runtime.missing()
     if reasons:
         raise MissingDependency(f"{runtime.name} runtime unavailable: {'; '.join(reasons)}")

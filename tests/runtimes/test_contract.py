@@ -184,12 +184,10 @@ def test_qat_is_refused_where_the_runtime_declares_none(name):
     qat = QatRequest(train, epochs=1)
     with pytest.raises(UsageError, match="quantization-aware training builds int8, not fp32"):
         check_export_request(runtime, "fp32", qat)
-    with_qat = [n for n in RUNTIMES if runtime_class(n).supports_qat]
     if runtime.supports_qat:
         check_export_request(runtime, "int8", qat)
     else:
-        with pytest.raises(UsageError, match=f"{name} has no quantization-aware training path; runtimes with one: "
-                                             f"{', '.join(with_qat)}"):
+        with pytest.raises(UsageError, match=f"{name} has no quantization-aware training path"):
             check_export_request(runtime, "int8", qat)
 
 
