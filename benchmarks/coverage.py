@@ -174,8 +174,9 @@ MODELS: dict[str, str] = {
     "vit": hf("ViTConfig", "ViTForImageClassification",
               "image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, "
               "intermediate_size=64, num_labels=10", "1, 3, 32, 32"),
+    # Two blocks per stage: the second one shifts its windows, the path with Swin's integer attention mask.
     "swin": hf("SwinConfig", "SwinForImageClassification",
-               "image_size=32, patch_size=2, embed_dim=16, depths=[1, 1, 1], num_heads=[1, 2, 4], window_size=4, "
+               "image_size=32, patch_size=2, embed_dim=16, depths=[2, 2], num_heads=[1, 2], window_size=4, "
                "drop_path_rate=0.0, num_labels=10", "1, 3, 32, 32"),
     # The configuration issue 9 sets as the build-time target for android-arm64.
     "mobilevit": hf("MobileViTConfig", "MobileViTForImageClassification",
@@ -234,6 +235,15 @@ def error_line(stderr: str) -> str:
     return lines[-1] if lines else ""
 
 
+def failed_runtimes(error: str) -> dict[str, str]:
+    """Per-runtime reasons from the line edgepack prints when every runtime failed ("a: why; b: why")."""
+    body = re.sub(r"^edgepack: (internal )?error: ", "", error)
+    names = "|".join(r for runtimes in TARGETS.values() for r in runtimes)
+    parts = re.split(rf"(?:^|; )({names}): ", body)
+    # parts = [text before the first runtime, name, reason, name, reason, ...]
+    return {parts[i]: re.sub(rf"^{parts[i]}: ", "", parts[i + 1]) for i in range(1, len(parts) - 1, 2)}
+
+
 def run_build(name: str, target: str, workdir: Path, timeout: float) -> Build:
     model_file = workdir / f"{name}.py"
     model_file.write_text(PRELUDE + MODELS[name])
@@ -266,7 +276,8 @@ def runtime_cells(build: Build, runtime: str) -> tuple[str, str, str]:
     """(result, int8 top-1 agreement, int8 p50 vs fp32 p50) of one runtime in one build."""
     report = build.report
     if report is None:
-        return ("failed" if build.exit != "—" else "—"), "", ""
+        reason = failed_runtimes(build.error).get(runtime)
+        return (f"failed: {one_line(reason, 90)}" if reason else "failed"), "", ""
     failure = next((f for f in report.get("failures", []) if f.get("runtime") == runtime), None)
     shipped = [name for name in report.get("shipping", []) if name.startswith(f"{runtime}-")]
     if failure is not None:
