@@ -9,7 +9,6 @@ Torch-free: the planner loads targets before any heavy import.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import re
 import types
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional, TypeVar
 
 from edgepack.budgets import LATENCY_STATS, METRICS, OPTION_OF_METRIC, parse_budget
-from edgepack.errors import ToolError, UsageError
+from edgepack.errors import ToolError, UsageError, did_you_mean
 from edgepack.records import Budget
 from edgepack.runtimes.base import RuntimeOptions
 
@@ -170,7 +169,7 @@ def parse_target(path: Path) -> Target:
     unknown = [key for key in data if key not in TARGET_KEYS]
     if unknown:
         key = str(unknown[0])
-        raise UsageError(f"{where}: unknown key {key!r}{_did_you_mean(key, TARGET_KEYS)}; valid keys: "
+        raise UsageError(f"{where}: unknown key {key!r}{did_you_mean(key, TARGET_KEYS, n=2)}; valid keys: "
                          f"{', '.join(TARGET_KEYS)}")
     missing = [key for key in REQUIRED_TARGET_KEYS if key not in data]
     if missing:
@@ -285,7 +284,7 @@ def _runtimes(where: str, value: Any) -> tuple[RuntimeSettings, ...]:
 
 def _known_runtime(where: str, key: str, name: Any, registry: Mapping[str, str]) -> str:
     if not isinstance(name, str) or name not in registry:
-        raise UsageError(f"{where}: {key}: unknown runtime {name!r}{_did_you_mean(str(name), registry)}; known "
+        raise UsageError(f"{where}: {key}: unknown runtime {name!r}{did_you_mean(str(name), registry, n=2)}; known "
                          f"runtimes: {', '.join(registry)}")
     return name
 
@@ -341,7 +340,7 @@ def _budgets(where: str, value: Any, latency_stat: str) -> dict[str, str]:
     budgets = {}
     for metric, limit in value.items():
         if metric not in METRICS:
-            raise UsageError(f"{where}: budgets: unknown metric {metric!r}{_did_you_mean(str(metric), METRICS)}; "
+            raise UsageError(f"{where}: budgets: unknown metric {metric!r}{did_you_mean(str(metric), METRICS, n=2)}; "
                              f"valid metrics: {', '.join(METRICS)}")
         how = METRICS[metric][2]
         if isinstance(limit, str) and not limit.strip():
@@ -371,7 +370,7 @@ def _section(cls: type[SectionT], value: Any, where: str) -> SectionT:
     kwargs = {}
     for key, item in value.items():
         if key not in fields:
-            raise UsageError(f"{where}: unknown key {key!r}{_did_you_mean(str(key), names)}; valid keys: "
+            raise UsageError(f"{where}: unknown key {key!r}{did_you_mean(str(key), names, n=2)}; valid keys: "
                              f"{', '.join(names)}")
         f = fields[key]
         choices = field_choices(cls, f)
@@ -527,7 +526,3 @@ def _kind(value: Any) -> str:
         return f"the number {value}"
     return repr(value)
 
-
-def _did_you_mean(word: str, choices: Any) -> str:
-    matches = difflib.get_close_matches(word, [str(c) for c in choices], n=2, cutoff=0.6)
-    return f" (did you mean {' or '.join(repr(m) for m in matches)}?)" if matches else ""

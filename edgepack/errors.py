@@ -4,7 +4,9 @@ saved in the report)."""
 
 from __future__ import annotations
 
+import difflib
 import re
+from typing import Iterable
 
 
 class EdgepackError(Exception):
@@ -98,3 +100,10 @@ def one_line(exc: BaseException | str, limit: int = 300) -> str:
         if line:
             return shorten(line, limit)
     return type(exc).__name__ if isinstance(exc, BaseException) else ""
+
+
+def did_you_mean(word: str, choices: Iterable[object], n: int = 3) -> str:
+    """" (did you mean 'a' or 'b'?)" for the known names closest to a misspelt one; empty when none is close."""
+    matches = difflib.get_close_matches(word, [str(c) for c in choices], n=n, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(m) for m in matches)}?)" if matches else ""
+

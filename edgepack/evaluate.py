@@ -31,7 +31,9 @@ def eager_outputs(bundle: "ModelBundle", inputs: np.ndarray) -> np.ndarray:
 
 
 def session_outputs(session: "Session", inputs: np.ndarray, batch: int = SESSION_BATCH) -> np.ndarray:
-    return np.concatenate([session([inputs[i:i + batch]])[0] for i in range(0, len(inputs), batch)])
+    from edgepack.robustness import session_predict
+
+    return session_predict(session, batch_size=batch)(inputs)
 
 
 def parity(name: str, session: "Session", bundle: "ModelBundle", data: ArrayDataset) -> Parity:
@@ -70,12 +72,9 @@ def _robustness(name: str, predict: "PredictFn", data: ArrayDataset) -> Robustne
 
 
 def eager_robustness(bundle: "ModelBundle", data: ArrayDataset) -> Robustness:
-    from edgepack.robustness import eager_predict
-
-    return _robustness("eager", eager_predict(bundle.module), data)
+    # through eager_outputs, which keeps the batch an exported (.pt2) program was captured with
+    return _robustness("eager", lambda inputs: eager_outputs(bundle, inputs), data)
 
 
 def artifact_robustness(name: str, session: "Session", data: ArrayDataset) -> Robustness:
-    from edgepack.robustness import session_predict
-
-    return _robustness(name, session_predict(session, batch_size=SESSION_BATCH), data)
+    return _robustness(name, lambda inputs: session_outputs(session, inputs), data)

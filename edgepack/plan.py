@@ -295,8 +295,10 @@ def _measure_plan(request: BuildRequest, target: Target, runtimes: Sequence[Plan
     runners = _phone_runners(device, target, runtimes, dict(request.runners))
     from edgepack.device.adb import AdbDevice
 
-    AdbDevice.resolve(device)  # a missing or unauthorised phone fails now, not after minutes of exporting
-    return MeasurePlan(device, threads, runs, target.warmup, target.latency_stat, runners)
+    # a missing or unauthorised phone fails now, not after minutes of exporting; the serial is pinned so every
+    # artifact is measured on the phone checked here, even if another one is plugged in meanwhile
+    phone = AdbDevice.resolve(device)
+    return MeasurePlan(f"adb:{phone.serial}", threads, runs, target.warmup, target.latency_stat, runners)
 
 
 def _phone_runners(device: str, target: Target, runtimes: Sequence[PlannedRuntime],

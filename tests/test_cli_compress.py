@@ -124,3 +124,16 @@ def _digits_npz(tmp_path):
     path = tmp_path / "digits_test.npz"
     np.savez(path, x=test.inputs, y=test.labels)
     return path
+
+
+def test_robustness_runs_on_a_pt2_exported_at_batch_one(runner, tmp_path):
+    """The eager reference of a .pt2 runs at the batch it was exported with, for robustness as for accuracy."""
+    pt2 = tmp_path / "small.pt2"
+    assert runner.invoke(cli, ["compress", "--model", "zoo:digits-cnn", "--lowrank", "rank=4", "--out", str(pt2),
+                               "--quiet"]).exit_code == 0
+    out = tmp_path / "robust"
+    result = runner.invoke(cli, ["build", "--model", str(pt2), "--eval", "zoo", "--robustness", "--precision", "fp32",
+                                 "--runs", "3", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert {r["artifact"] for r in report["robustness"]} == {"eager", "onnxruntime-fp32"}

@@ -7,7 +7,6 @@ Unknown pass kinds and keys are refused with the close matches; nothing is corre
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import types
 import typing
@@ -17,7 +16,7 @@ from typing import Any
 
 from edgepack.compress.base import PassConfig
 from edgepack.compress.registry import config_for_kind, registered_passes
-from edgepack.errors import UsageError
+from edgepack.errors import UsageError, did_you_mean
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -32,7 +31,7 @@ def config_class(kind: str, where: str = "") -> type[PassConfig]:
     config = config_for_kind(kind)
     if config is None:
         kinds = known_kinds()
-        raise UsageError(f"{where or 'compression pass'}: unknown pass {kind!r}{_close(kind, kinds)}; "
+        raise UsageError(f"{where or 'compression pass'}: unknown pass {kind!r}{did_you_mean(kind, kinds)}; "
                          f"known passes: {', '.join(kinds)}")
     return config
 
@@ -179,7 +178,7 @@ def _field_name(cls: type[PassConfig], key: str, where: str) -> str:
     if key in names:
         return key
     known = list(cls.aliases) + [n for n in names if n not in cls.aliases.values()]
-    raise UsageError(f"{where}: unknown option {key!r}{_close(key, known)}; options: {', '.join(known)}")
+    raise UsageError(f"{where}: unknown option {key!r}{did_you_mean(key, known)}; options: {', '.join(known)}")
 
 
 def _build(cls: type[PassConfig], values: dict[str, Any], where: str) -> PassConfig:
@@ -240,8 +239,3 @@ def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
             return value
         raise UsageError(f"{where}: {key}={value!r} must be text")
     return value
-
-
-def _close(word: str, choices: Iterable[str]) -> str:
-    matches = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
-    return f" (did you mean {' or '.join(repr(m) for m in matches)}?)" if matches else ""

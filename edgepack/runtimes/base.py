@@ -98,22 +98,6 @@ class RuntimeOptions:
             raise ValueError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(cls.option_names())}")
         return cls(**data)
 
-    @classmethod
-    def json_schema(cls) -> dict[str, Any]:
-        """The JSON schema of this runtime's section in a target file, from the fields and their declared choices."""
-        properties: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            choices = f.metadata.get("choices")
-            if choices is not None:
-                prop: dict[str, Any] = {"enum": list(choices), "default": f.default}
-                if f.metadata.get("doc"):
-                    prop["description"] = f.metadata["doc"]
-            else:  # calibration_samples, the one free-valued key
-                prop = {"type": "integer", "minimum": 1, "default": f.default,
-                        "description": "size of the seeded, class-stratified calibration subset"}
-            properties[f.name] = prop
-        return {"type": "object", "additionalProperties": False, "properties": properties}
-
 
 @dataclass(frozen=True)
 class ExportRequest:

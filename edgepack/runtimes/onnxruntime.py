@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from edgepack.errors import ToolError, UsageError, one_line
+from edgepack.errors import ToolError, UsageError, one_line, strip_terminal_codes
 from edgepack.fileio import atomic_path
 from edgepack.records import Artifact, CalibrationInfo, Simplification, TensorSpec
 from edgepack.runtimes._fixed_batch import run_in_chunks
@@ -227,7 +227,7 @@ def exporter_reason(exc: BaseException) -> str:
     """The most useful line of an exporter failure: the operator it names and the innermost cause."""
     import re
 
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # the exporter colours its messages
+    text = strip_terminal_codes(str(exc))  # the exporter colours its messages
     op = re.search(r"(aten::[\w.]+|aten\.[\w.]+|torch\.ops\.[\w.]+)", text)
     summary = text.split("## Exception summary", 1)
     cause = re.search(r"<class '([\w.]+)'>: (.+)", summary[1]) if len(summary) == 2 else None
