@@ -58,7 +58,7 @@ def main(argv: list[str]) -> None:
     train, test = digits.load_split()
     seeds = range(args.seeds)
     few_idx = np.random.default_rng(0).permutation(len(train))[:SCARCE_LABELS]
-    few = dataclasses.replace(train, inputs=train.inputs[few_idx], labels=train.labels[few_idx])
+    few = train.select(few_idx)
     unlabelled = dataclasses.replace(train, labels=None)
     scarce_scratch_epochs = round(SCARCE_EPOCHS * len(train) / SCARCE_LABELS)
 

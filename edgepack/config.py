@@ -1,4 +1,4 @@
-"""Parsing what users write: input shapes and target files.
+"""Parsing target files.
 
 A target file is validated on load: every problem is a one-line UsageError (exit 2) naming the file, the key, what is
 wrong and what would be right. Nothing is ignored and nothing is corrected. Each runtime's section is built into that
@@ -46,18 +46,6 @@ TARGET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 DEVICE_PATTERN = r"^(host|adb|adb:\S+)$"
 
 SectionT = TypeVar("SectionT")
-
-
-def parse_input_shape(text: str) -> tuple[int, ...]:
-    """"1x3x224x224" or "1,3,224,224" -> (1, 3, 224, 224)."""
-    parts = re.split(r"[x,\s]+", text.strip().lower())
-    try:
-        shape = tuple(int(p) for p in parts if p)
-    except ValueError:
-        raise UsageError(f"--input-shape {text!r} is not a shape; write it like 1x3x224x224") from None
-    if not shape or any(d <= 0 for d in shape):
-        raise UsageError(f"--input-shape {text!r} must be positive integers, e.g. 1x3x224x224")
-    return shape
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ corruptions (robustness), for the eager model and through every artifact's own r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,26 +20,29 @@ if TYPE_CHECKING:
 SESSION_BATCH = 64
 
 
-def eager_outputs(bundle: "ModelBundle", inputs: np.ndarray) -> np.ndarray:
+def eager_outputs(bundle: "ModelBundle", inputs: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """The eager model's outputs; `inputs` is one array or one per model input."""
     from edgepack.training import predict
 
+    n = len(inputs) if isinstance(inputs, np.ndarray) else len(inputs[0])
     batch = int(bundle.example_inputs[0].shape[0])
     if bundle.provenance.kind != "pt2" and batch == 1:
         batch = 256  # plain modules take any batch; exported programs keep the batch they were exported with
-    elif len(inputs) % batch:
-        raise UsageError(f"{len(inputs)} samples do not divide into the model's batch of {batch}")
+    elif n % batch:
+        raise UsageError(f"{n} samples do not divide into the model's batch of {batch}")
     return predict(bundle.module, inputs, batch_size=batch)
 
 
-def session_outputs(session: "Session", inputs: np.ndarray, batch: int = SESSION_BATCH) -> np.ndarray:
+def session_outputs(session: "Session", inputs: np.ndarray | Sequence[np.ndarray],
+                    batch: int = SESSION_BATCH) -> np.ndarray:
     from edgepack.robustness import session_predict
 
     return session_predict(session, batch_size=batch)(inputs)
 
 
 def parity(name: str, session: "Session", bundle: "ModelBundle", data: ArrayDataset) -> Parity:
-    ref = eager_outputs(bundle, data.inputs)
-    got = session_outputs(session, data.inputs)
+    ref = eager_outputs(bundle, data.arrays)
+    got = session_outputs(session, data.arrays)
     if ref.shape != got.shape:
         raise ToolError(f"{name}: output shape {got.shape} differs from eager {ref.shape}")
     diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
@@ -58,11 +62,11 @@ def _accuracy(name: str, logits: np.ndarray, data: ArrayDataset) -> Accuracy:
 
 
 def eager_accuracy(bundle: "ModelBundle", data: ArrayDataset, name: str = "eager") -> Accuracy:
-    return _accuracy(name, eager_outputs(bundle, data.inputs), data)
+    return _accuracy(name, eager_outputs(bundle, data.arrays), data)
 
 
 def artifact_accuracy(name: str, session: "Session", data: ArrayDataset) -> Accuracy:
-    return _accuracy(name, session_outputs(session, data.inputs), data)
+    return _accuracy(name, session_outputs(session, data.arrays), data)
 
 
 def _robustness(name: str, predict: "PredictFn", data: ArrayDataset) -> Robustness:

@@ -33,7 +33,7 @@ def export(runtime: Runtime, bundle: "ModelBundle", step: "ExportStep", out_dir:
 def open_session(runtime: Runtime, artifact: Artifact, threads: int) -> Session:
     """Load an artifact quietly; its session also runs quietly (runtimes log delegate creation and the like)."""
     with captured():
-        session = runtime.load(Path(artifact.path), threads)
+        session = runtime.load(Path(artifact.path), threads, artifact.session_options)
 
     def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         with captured():

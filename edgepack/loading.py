@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from edgepack.data.dataset import ArrayDataset
-from edgepack.errors import UsageError
 from edgepack.models.request import ModelRequest
 from edgepack.quiet import captured
 
@@ -43,19 +42,15 @@ def load_bundle(request: ModelRequest) -> LoadedModel:
 
     with captured():
         bundle, zoo_entry = load_model(request)
-    if len(bundle.example_inputs) != 1:
-        # calibration, parity, accuracy and the runners all feed one tensor; say so rather than fail later
-        raise UsageError(f"--model {request.spec}: forward takes {len(bundle.example_inputs)} inputs; edgepack "
-                         f"builds single-input models (wrap it so forward takes one tensor)")
     return LoadedModel(bundle, zoo_entry)
 
 
 class DataResolver:
-    """Resolves --calibration/--eval/--train specs against one model's input shape and its zoo dataset."""
+    """Resolves --calibration/--eval/--train specs against one model's inputs and its zoo dataset."""
 
     def __init__(self, model: LoadedModel) -> None:
         self.bundle = model.bundle
-        self.shape = model.bundle.provenance.input_shapes[0]
+        self.inputs = model.bundle.provenance.inputs
         self.zoo_dataset = model.zoo_entry.dataset if model.zoo_entry else None
         self._classes: Optional[int] = None
 
@@ -64,7 +59,7 @@ class DataResolver:
 
         if not spec:
             return None
-        return load_dataset(spec, self.shape, option=option, split=split, zoo_dataset=self.zoo_dataset,
+        return load_dataset(spec, self.inputs, option=option, split=split, zoo_dataset=self.zoo_dataset,
                             preprocessing=dict(self.bundle.provenance.preprocessing))
 
     def labelled(self, spec: Optional[str], option: str, split: str) -> Optional[ArrayDataset]:
@@ -101,10 +96,10 @@ def load_build_data(plan: "DataPlan", model: LoadedModel, int8: bool, warnings: 
     if calibration is None and resolver.zoo_dataset:
         calibration = resolver.get("zoo", "--calibration", "train")
     if calibration is None:
-        calibration = synthetic(resolver.shape, SYNTHETIC_CALIBRATION_SAMPLES)
+        calibration = synthetic(resolver.inputs, SYNTHETIC_CALIBRATION_SAMPLES)
         if int8:
-            warnings.append("no --calibration data: INT8 was calibrated on synthetic N(0,1) inputs, which can cost "
-                            "accuracy; pass --calibration DATA (.npz or image folder) drawn from real inputs")
+            warnings.append(f"no --calibration data: INT8 was calibrated on {calibration.name}, which can cost "
+                            f"accuracy; pass --calibration DATA (.npz or image folder) drawn from real inputs")
     calibration = stratified_subset(calibration, plan.calibration_samples)
     parity = evaluation if evaluation is not None else calibration
     return BuildData(calibration, stratified_subset(parity, plan.parity_samples, seed=1), evaluation, train)

@@ -16,13 +16,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from edgepack.errors import ToolError
 from edgepack.records import Measurement
 from edgepack.stats import percentile, std
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from edgepack.plan import MeasurePlan
     from edgepack.records import Artifact
 
@@ -78,27 +80,32 @@ class Measurer:
 
             self._device = AdbDevice.resolve(plan.device)
 
-    def measure(self, artifact: "Artifact", input_shapes: Sequence[Sequence[int]]) -> Measurement:
+    def measure(self, artifact: "Artifact", inputs: Sequence["np.ndarray"]) -> Measurement:
+        """`inputs`: one batch of every model input (the example inputs), fed to every timed call."""
         p = self.plan
         if self._device is not None:
             return self._device.measure(artifact, p.runner(artifact.runtime), p.threads, p.warmup, p.runs)
         spec = MeasureSpec(artifact.runtime, p.threads, p.runs, p.warmup, self.where)
-        return measure_artifact(artifact.name, Path(artifact.path), input_shapes, spec)
+        return measure_artifact(artifact.name, Path(artifact.path), inputs, spec, artifact.session_options)
 
 
-def measure_artifact(artifact_name: str, path: Path, input_shapes: Sequence[Sequence[int]], spec: MeasureSpec,
-                     timeout_s: float = 600.0) -> Measurement:
-    """Time one artifact in a child process, and a baseline child for the memory figure."""
+def measure_artifact(artifact_name: str, path: Path, inputs: Sequence["np.ndarray"], spec: MeasureSpec,
+                     settings: Optional[Mapping[str, str]] = None, timeout_s: float = 600.0) -> Measurement:
+    """Time one artifact in a child process, and a baseline child for the memory figure. The children read the
+    inputs from a file, so each input keeps its dtype and values (token ids stay valid ids)."""
+    import numpy as np
+
     from edgepack.runtimes import get_runtime
 
     with tempfile.TemporaryDirectory(prefix="edgepack-measure-") as tmp:
-        shapes_file = Path(tmp) / "shapes.json"
-        shapes_file.write_text(json.dumps([list(s) for s in input_shapes]))
-        base = [sys.executable, "-m", "edgepack.measure", "--runtime", spec.runtime, "--shapes", str(shapes_file),
+        inputs_file = Path(tmp) / "inputs.npz"
+        np.savez(inputs_file, *[np.asarray(x) for x in inputs])
+        base = [sys.executable, "-m", "edgepack.measure", "--runtime", spec.runtime, "--inputs", str(inputs_file),
                 "--threads", str(spec.threads)]
         baseline = _run_child(base + ["--baseline"], spec.threads, timeout_s)
-        result = _run_child(base + ["--artifact", str(path), "--runs", str(spec.runs), "--warmup", str(spec.warmup)],
-                            spec.threads, timeout_s)
+        chosen = [f"--setting={k}={v}" for k, v in (settings or {}).items()]
+        result = _run_child(base + ["--artifact", str(path), "--runs", str(spec.runs), "--warmup", str(spec.warmup),
+                                    *chosen], spec.threads, timeout_s)
     samples = sorted(result["samples_ms"])
     peak, base_peak = int(result["peak_rss_bytes"]), int(baseline["peak_rss_bytes"])
     where = spec.where_label or f"host {platform.machine()} ({host_cpu()})"
@@ -148,12 +155,13 @@ def _child(argv: Optional[list[str]] = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m edgepack.measure")
     parser.add_argument("--runtime", required=True)
-    parser.add_argument("--shapes", required=True)
+    parser.add_argument("--inputs", required=True)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--artifact")
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--baseline", action="store_true")
+    parser.add_argument("--setting", action="append", default=[], help="KEY=VALUE: a session setting of the artifact")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -162,12 +170,13 @@ def _child(argv: Optional[list[str]] = None) -> None:
 
     runtime = get_runtime(args.runtime)
     runtime.import_runtime()
-    rng = np.random.default_rng(0)
-    inputs = [rng.standard_normal(shape).astype(np.float32) for shape in json.loads(Path(args.shapes).read_text())]
+    with np.load(args.inputs, allow_pickle=False) as archive:
+        inputs = [archive[f"arr_{i}"] for i in range(len(archive.files))]
     result: dict[str, Any] = {"init_ms": None, "first_run_ms": None, "samples_ms": []}
     if not args.baseline:
         t0 = time.perf_counter()
-        session = runtime.load(Path(args.artifact), args.threads)
+        settings = dict(item.split("=", 1) for item in args.setting)
+        session = runtime.load(Path(args.artifact), args.threads, settings)
         result["init_ms"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         session(inputs)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from edgepack.measure import Measurer
     from edgepack.plan import PlannedRuntime
     from edgepack.models.bundle import ModelBundle
-    from edgepack.models.request import ModelRequest
+    from edgepack.models.request import InputSpec, ModelRequest
     from edgepack.runtimes.base import QatRequest, Runtime
 
 
@@ -135,7 +135,7 @@ def _original_accuracy(bundle: "ModelBundle", passes_in_build: bool, eval_data: 
             return None
         with progress.stage(f"accuracy of the uncompressed original ({source})"):
             try:
-                request = ModelRequest(source, provenance.original_input_shape or None)
+                request = ModelRequest(source, _original_input_specs(provenance))
                 original = load_bundle(request).bundle
             except EdgepackError as exc:
                 warnings.append(f"the uncompressed original {source} could not be re-loaded ({exc}); accuracy "
@@ -149,6 +149,16 @@ def _original_accuracy(bundle: "ModelBundle", passes_in_build: bool, eval_data: 
             figure = evaluate.eager_accuracy(bundle, eval_data, name="original")
         return replace(figure, how="the model as given, before this build's compression passes")
     return None
+
+
+def _original_input_specs(provenance: Provenance) -> tuple["InputSpec", ...]:
+    """The inputs the uncompressed original was loaded with, as --input-shape would give them."""
+    from edgepack.models.request import InputSpec, parse_input_specs
+
+    if provenance.original_inputs:
+        return parse_input_specs(provenance.original_inputs)
+    shape = provenance.original_input_shape
+    return (InputSpec(None, tuple(shape)),) if shape else ()
 
 
 class _TimedProgress:
@@ -216,7 +226,7 @@ def _build_runtime(planned: "PlannedRuntime", runtime: "Runtime", plan: BuildPla
         results.stage = "measure"
         with progress.stage(f"{artifact.name}: measuring on {measurer.label} ({plan.measure.runs} runs, "
                             f"{threads} thread(s))"):
-            results.measurements.append(measurer.measure(artifact, bundle.provenance.input_shapes))
+            results.measurements.append(measurer.measure(artifact, [t.numpy() for t in bundle.example_inputs]))
 
 
 def _failure(runtime: str, results: _RuntimeResults, exc: BaseException) -> RuntimeFailure:

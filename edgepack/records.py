@@ -208,6 +208,27 @@ class PassRecord(Record):
 
 
 @dataclass(frozen=True)
+class ModelInput(Record):
+    """One input of the model: its example shape and dtype, and the values it accepts, so synthetic data, data-file
+    checks and the measuring harness all feed it what it can take."""
+
+    name: str
+    shape: tuple[int, ...]  # the example's shape, batch included
+    dtype: str  # numpy name: float32, int64, int32, bool
+    kind: str  # "float": real-valued features; "index": ids into a table, low <= v < high; "mask": ones
+    low: int = 0
+    high: int = 0
+    how: str = ""  # how the valid range was found, for the report
+
+    def describe(self) -> str:
+        if self.kind == "index":
+            return f"{self.name}: uniform {self.dtype} in [{self.low}, {self.high}) ({self.how})"
+        if self.kind == "mask":
+            return f"{self.name}: all ones ({self.how})"
+        return f"{self.name}: N(0,1) {self.dtype}"
+
+
+@dataclass(frozen=True)
 class Provenance(Record):
     """Where the model came from and what was done to it before export."""
 
@@ -225,6 +246,8 @@ class Provenance(Record):
     # compress`): accuracy budgets are judged against it, not against the compressed model
     original_source: str = ""
     original_input_shape: tuple[int, ...] = ()
+    inputs: tuple[ModelInput, ...] = ()  # every input's dtype and valid values (empty in reports before 0.2)
+    original_inputs: str = ""  # the original's --input-shape, written the way the option takes it
 
 
 @dataclass(frozen=True)
@@ -302,6 +325,9 @@ class Artifact(Record):
     simplification: Optional[Simplification] = None
     calibration: Optional[CalibrationInfo] = None
     notes: tuple[str, ...] = ()
+    # runtime session settings the artifact must run with (e.g. an ONNX Runtime optimizer turned off because it
+    # computes a wrong result on this graph); the manifest carries them so the app sets them too
+    session_options: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:

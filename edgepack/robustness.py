@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgepack.data.dataset import ArrayDataset
+from edgepack.data.dataset import ArrayDataset, feed_array
 from edgepack.errors import UsageError
 from edgepack.records import CorruptionResult
 
@@ -32,7 +32,8 @@ CORRUPTIONS: dict[str, tuple[float, ...]] = {
 }
 IMAGE_ONLY = ("gaussian_blur", "box_blur")
 
-PredictFn = Callable[[np.ndarray], np.ndarray]  # (N, ...) float32 inputs -> (N, classes) logits
+# one (N, ...) input array, or one per model input -> (N, classes) logits
+PredictFn = Callable[[np.ndarray | Sequence[np.ndarray]], np.ndarray]
 
 
 def corrupt(inputs: np.ndarray, corruption: str, severity: int, *, seed: int = 0, layout: str = "NCHW",
@@ -74,6 +75,10 @@ def robustness(predict: PredictFn, data: ArrayDataset, *, corruptions: Sequence[
     """
     if data.labels is None:
         raise UsageError(f"{data.name} has no labels; robustness is measured as accuracy on labelled data")
+    if len(data.arrays) != 1 or data.arrays[0].dtype.kind != "f":
+        kinds = ", ".join(str(a.dtype) for a in data.arrays)
+        raise UsageError(f"--robustness corrupts one real-valued input (images, features); this model takes "
+                         f"{len(data.arrays)} input(s) of {kinds}: drop --robustness")
     layout = str(data.preprocessing.get("layout", "NCHW"))
     if corruptions is None:
         corruptions = [c for c in CORRUPTIONS if c not in IMAGE_ONLY or np.ndim(data.inputs) == 4]
@@ -103,10 +108,12 @@ def session_predict(session: Callable[[Sequence[np.ndarray]], list[np.ndarray]],
     edgepack's sessions take any number of samples (fixed-shape artifacts run in chunks), so by default all inputs
     go in one call; `batch_size` splits them for sessions that do not.
     """
-    def run(inputs: np.ndarray) -> np.ndarray:
-        step = batch_size or max(1, len(inputs))
-        return np.concatenate([np.asarray(session([np.ascontiguousarray(inputs[i:i + step], np.float32)])[0])
-                               for i in range(0, len(inputs), step)])
+    def run(inputs: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        arrays = (inputs,) if isinstance(inputs, np.ndarray) else tuple(inputs)
+        n = len(arrays[0])
+        step = batch_size or max(1, n)
+        return np.concatenate([np.asarray(session([feed_array(a[i:i + step]) for a in arrays])[0])
+                               for i in range(0, n, step)])
 
     return run
 

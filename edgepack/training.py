@@ -4,13 +4,13 @@ and QAT. It knows nothing of passes or model loading: callers hand it a module a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from edgepack.data.dataset import ArrayDataset
+from edgepack.data.dataset import ArrayDataset, feed_array
 from edgepack.errors import UsageError
 from edgepack.records import TrainingEpoch
 
@@ -94,10 +94,12 @@ def set_eval(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def predict(model: nn.Module, inputs: np.ndarray | Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+    """The model's outputs on every sample, in batches; `inputs` is one array or one per model input."""
     set_eval(model)
-    outs = [model(torch.from_numpy(np.ascontiguousarray(inputs[i:i + batch_size], dtype=np.float32))).numpy()
-            for i in range(0, len(inputs), batch_size)]
+    arrays = (inputs,) if isinstance(inputs, np.ndarray) else tuple(inputs)
+    outs = [model(*(torch.from_numpy(feed_array(a[i:i + batch_size])) for a in arrays)).numpy()
+            for i in range(0, len(arrays[0]), batch_size)]
     return np.concatenate(outs)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -94,9 +96,14 @@ def test_input_shape_the_model_rejects(runner, tmp_path, models_file):
              ["the model rejected input shape 1x3x8x8", "RuntimeError", "--input-shape"])
 
 
-def test_multi_input_model_is_refused_with_the_fix(runner, tmp_path, models_file):
-    _run_bad(runner, tmp_path, ["--model", f"{models_file}:build_two_inputs"],
-             ["forward takes 2 inputs", "single-input"])
+def test_two_float_inputs_build_under_their_forward_names(runner, tmp_path, models_file):
+    result = runner.invoke(cli, ["build", "--model", f"{models_file}:build_two_inputs", "--precision", "fp32",
+                                 "--runs", "3", "--out", str(tmp_path / "two"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert [i["name"] for i in report["artifacts"][0]["inputs"]] == ["a", "b"]
+    assert [(d["name"], d["kind"]) for d in report["model"]["inputs"]] == [("a", "float"), ("b", "float")]
+    assert report["parity"][0]["max_abs_diff"] < 1e-5
 
 
 def test_no_input_shape_known(runner, tmp_path, models_file):

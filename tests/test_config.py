@@ -18,7 +18,6 @@ from edgepack.config import (
     Target,
     bundled_target_files,
     load_target,
-    parse_input_shape,
     parse_target,
     target_budgets,
 )
@@ -56,12 +55,22 @@ def test_parse_budget_errors(metric, text, fragment):
         parse_budget(metric, text)
 
 
-def test_parse_input_shape():
-    assert parse_input_shape("1x3x224x224") == (1, 3, 224, 224)
-    assert parse_input_shape("1, 3, 8, 8") == (1, 3, 8, 8)
-    for bad in ("1x0x8", "abc", ""):
-        with pytest.raises(UsageError):
-            parse_input_shape(bad)
+def test_parse_input_specs():
+    from edgepack.models.request import InputSpec, input_specs_text, parse_input_specs
+
+    assert parse_input_specs("1x3x224x224") == (InputSpec(None, (1, 3, 224, 224)),)
+    assert parse_input_specs("1, 3, 8, 8") == (InputSpec(None, (1, 3, 8, 8)),)
+    assert parse_input_specs("1x16:int64") == (InputSpec(None, (1, 16), "int64"),)
+    text = "input_ids=2x16:int64,attention_mask=2x16:int64"
+    specs = parse_input_specs(text)
+    assert specs == (InputSpec("input_ids", (2, 16), "int64"), InputSpec("attention_mask", (2, 16), "int64"))
+    assert input_specs_text(specs) == text
+    bad = {"1x0x8": "every dimension", "abc": "not a shape", "": "empty", "1x8:float64": "dtype 'float64'",
+           "a=1x8,1x8": "name every input or none", "a=1x8,a=1x8": "given twice", "1x8,,1x8": "empty part",
+           "my-input=1x8": "not a parameter name"}
+    for text, fragment in bad.items():
+        with pytest.raises(UsageError, match=fragment):
+            parse_input_specs(text)
 
 
 # ---- bundled targets ------------------------------------------------------------------------------------------------

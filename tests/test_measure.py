@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from edgepack.measure import MeasureSpec, measure_artifact
@@ -27,8 +28,8 @@ def test_memory_grows_with_model_size(tmp_path):
         return path
 
     spec = MeasureSpec("onnxruntime", threads=1, runs=20, warmup=2)
-    big = measure_artifact("big", export(2048), [(1, 2048)], spec)
-    small = measure_artifact("small", export(16), [(1, 16)], spec)
+    big = measure_artifact("big", export(2048), [np.zeros((1, 2048), np.float32)], spec)
+    small = measure_artifact("small", export(16), [np.zeros((1, 16), np.float32)], spec)
     weights = 2048 * 2048 * 4
     assert big.peak_over_baseline_bytes - small.peak_over_baseline_bytes >= 0.9 * weights, (big, small)
     assert 0 < small.peak_over_baseline_bytes < weights, small

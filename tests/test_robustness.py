@@ -82,7 +82,7 @@ def test_blur_needs_images_and_robustness_needs_labels(digits_split, teacher):
     _, test = digits_split
     with pytest.raises(UsageError, match="4-D image"):
         corrupt(np.zeros((4, 64), np.float32), "gaussian_blur", 1)
-    vectors = dataclasses.replace(test, inputs=test.inputs.reshape(len(test), 64))
+    vectors = dataclasses.replace(test, arrays=test.inputs.reshape(len(test), 64))
     rows = robustness(lambda x: eager_predict(teacher)(x.reshape(-1, 1, 8, 8)), vectors)
     assert {r.corruption for r in rows} == {"clean", "gaussian_noise", "brightness"}  # blurs skipped
     with pytest.raises(UsageError, match="no labels"):

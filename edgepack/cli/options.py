@@ -39,8 +39,10 @@ def model_options(fn: Callable) -> Callable:
                                                       "checkpoint (loaded with weights_only=True)."),
         click.option("--trust-checkpoint", is_flag=True, help="Unpickle a whole Module from the checkpoint "
                                                               "(runs code from the file: only for files you trust)."),
-        click.option("--input-shape", metavar="NxCxHxW", help="Example input shape, e.g. 1x3x224x224 (batch "
-                                                              "included). Default: what the model or zoo declares."),
+        click.option("--input-shape", metavar="SHAPES", help="Example input shape(s), batch included: 1x3x224x224; "
+                                                             "a dtype: 1x128:int64; several inputs by forward "
+                                                             "parameter: input_ids=1x128:int64,attention_mask=1x128:"
+                                                             "int64. Default: what the model or zoo declares."),
     ])
 
 
@@ -98,10 +100,9 @@ def pass_configs(kw: dict[str, Any]) -> tuple[Any, ...]:
 def model_request(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str],
                   option: str = "--model") -> Any:
     """The model options as a ModelRequest, checked as far as they can be without torch (files, forms, sizes)."""
-    from edgepack.config import parse_input_shape
-    from edgepack.models.request import ModelRequest, check_model_request
+    from edgepack.models.request import ModelRequest, check_model_request, parse_input_specs
 
-    shape = parse_input_shape(input_shape) if input_shape is not None else None
-    request = ModelRequest(model_spec, shape, factory, trust_checkpoint)
+    inputs = parse_input_specs(input_shape) if input_shape is not None else ()
+    request = ModelRequest(model_spec, inputs, factory, trust_checkpoint)
     check_model_request(request, option)
     return request

@@ -1,7 +1,8 @@
 """Load user data (`--calibration`, `--eval`, `--train`): an .npz, an image-folder directory, or the zoo's data.
 
-Everything is returned as an ArrayDataset already in the model's input layout, and checked against the model's
-input shape here, so a wrong file fails with one line before any export starts.
+Everything is returned as an ArrayDataset in the model's input layout, one array per model input in that input's
+dtype, and checked against what each input accepts (shape, dtype, token ids below the embedding's size) here, so a
+wrong file fails with one line before any export starts.
 """
 
 from __future__ import annotations
@@ -13,15 +14,21 @@ import numpy as np
 
 from edgepack.data.dataset import ArrayDataset
 from edgepack.errors import UsageError, one_line
+from edgepack.records import ModelInput
 
 NPZ_INPUT_KEYS = ("x", "inputs", "images", "data")
 NPZ_LABEL_KEYS = ("y", "labels", "targets")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-def load_dataset(spec: str, input_shape: Sequence[int], *, option: str, split: str = "test",
+def float_input(shape: Sequence[int], name: str = "input") -> tuple[ModelInput, ...]:
+    """The domain of a model with one real-valued input of `shape` (batch included)."""
+    return (ModelInput(name, tuple(shape), "float32", "float"),)
+
+
+def load_dataset(spec: str, inputs: Sequence[ModelInput], *, option: str, split: str = "test",
                  zoo_dataset: Optional[str] = None, preprocessing: Optional[dict[str, Any]] = None) -> ArrayDataset:
-    """Resolve a data spec. `input_shape` includes the batch dimension; `option` names the CLI flag for errors."""
+    """Resolve a data spec against the model's inputs; `option` names the CLI flag for errors."""
     if spec == "zoo":
         data = _zoo_data(zoo_dataset, split, option)
     else:
@@ -29,14 +36,20 @@ def load_dataset(spec: str, input_shape: Sequence[int], *, option: str, split: s
         if not path.exists():
             raise UsageError(f"{option} {spec}: no such file or directory (use an .npz, an image folder, or 'zoo')")
         if path.is_dir():
-            data = load_image_folder(path, input_shape, preprocessing or {}, option=option)
+            if len(inputs) != 1 or inputs[0].kind != "float":
+                raise UsageError(f"{option} {spec}: an image folder feeds one image input; the model takes "
+                                 f"{_describe_inputs(inputs)}: pass an .npz with one array per input")
+            data = load_image_folder(path, inputs[0].shape, preprocessing or {}, option=option)
         elif path.suffix.lower() == ".npz":
-            data = load_npz(path, option=option)
+            data = load_npz(path, option=option, inputs=inputs)
         else:
             raise UsageError(f"{option} {spec}: unsupported data file {path.suffix or '(no suffix)'}; use an .npz "
                              f"(x, y arrays), an image folder, or zoo")
-    check_shape(data, input_shape, option)
-    return data
+    return conform(data, inputs, option)
+
+
+def _describe_inputs(inputs: Sequence[ModelInput]) -> str:
+    return ", ".join(f"{d.name} ({'x'.join(map(str, d.shape))} {d.dtype})" for d in inputs)
 
 
 def _zoo_data(zoo_dataset: Optional[str], split: str, option: str) -> ArrayDataset:
@@ -49,8 +62,12 @@ def _zoo_data(zoo_dataset: Optional[str], split: str, option: str) -> ArrayDatas
     return train if split == "train" else test
 
 
-def load_npz(path: Path, option: str = "") -> ArrayDataset:
-    """x (inputs, numeric) and optionally y (integer labels, one per input), read without unpickling anything."""
+def load_npz(path: Path, option: str = "", inputs: Sequence[ModelInput] = ()) -> ArrayDataset:
+    """One array per model input and optionally labels, read without unpickling anything.
+
+    A single-input model's array is named x (or inputs, images, data, or the input's own name); a model with
+    several inputs needs one array named after each input (input_ids, attention_mask, ...). Labels: y.
+    """
     where = f"{option} {path}".strip()
     try:
         archive = np.load(path, allow_pickle=False)
@@ -63,28 +80,43 @@ def load_npz(path: Path, option: str = "") -> ArrayDataset:
         if not keys:
             raise UsageError(f"{where}: the archive holds no arrays; save one named x (inputs) and optionally "
                              f"y (labels): np.savez(path, x=inputs, y=labels)")
-        x_key = next((k for k in NPZ_INPUT_KEYS if k in keys), None)
-        if x_key is None:
-            raise UsageError(f"{where}: no input array; name it one of {', '.join(NPZ_INPUT_KEYS)} "
-                             f"(found: {', '.join(keys)})")
+        input_keys = _input_keys(keys, inputs, where)
         y_key = next((k for k in NPZ_LABEL_KEYS if k in keys), None)
-        x = _read_array(archive, x_key, where)
+        arrays = tuple(_read_array(archive, k, where) for k in input_keys)
         y = _read_array(archive, y_key, where) if y_key is not None else None
-    if x.ndim == 0 or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
-        raise UsageError(f"{where}: array {x_key!r} has dtype {x.dtype} and shape {x.shape}; it must be an integer "
-                         f"or float array with one row per sample")
-    inputs = x.astype(np.float32)
-    bad = int(inputs.size - np.count_nonzero(np.isfinite(inputs)))
-    if bad:  # NaN or values beyond float32 would poison calibration ranges and every comparison
-        raise UsageError(f"{where}: array {x_key!r} holds {bad:,} NaN or infinite value(s) (as float32); "
-                         f"inputs must be finite")
+    for key, x in zip(input_keys, arrays):
+        if x.ndim == 0 or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+                               or x.dtype == np.bool_):
+            raise UsageError(f"{where}: array {key!r} has dtype {x.dtype} and shape {x.shape}; it must be an "
+                             f"integer, float or bool array with one row per sample")
+    counts = {key: len(x) for key, x in zip(input_keys, arrays)}
+    if len(set(counts.values())) != 1:
+        raise UsageError(f"{where}: the input arrays hold different numbers of samples: "
+                         f"{', '.join(f'{k} {n}' for k, n in counts.items())}")
+    n = len(arrays[0])
     labels = None
     if y is not None:
-        if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
-            raise UsageError(f"{where}: labels {y_key!r} must be {len(x)} integers (shape ({len(x)},)), "
+        if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer):
+            raise UsageError(f"{where}: labels {y_key!r} must be {n} integers (shape ({n},)), "
                              f"got shape {y.shape} dtype {y.dtype}")
         labels = y.astype(np.int64)
-    return ArrayDataset(str(path), inputs, labels, {"source": "npz, used as stored"})
+    return ArrayDataset(str(path), arrays, labels, {"source": "npz, used as stored"})
+
+
+def _input_keys(keys: list[str], inputs: Sequence[ModelInput], where: str) -> list[str]:
+    """The archive's array for each model input, in the model's order."""
+    if len(inputs) > 1:
+        missing = [d.name for d in inputs if d.name not in keys]
+        if missing:
+            raise UsageError(f"{where}: no array named {missing[0]!r}; a model with several inputs needs one array "
+                             f"per input, named {', '.join(d.name for d in inputs)} (found: {', '.join(keys)})")
+        return [d.name for d in inputs]
+    names = (*NPZ_INPUT_KEYS, *(d.name for d in inputs))
+    key = next((k for k in names if k in keys), None)
+    if key is None:
+        raise UsageError(f"{where}: no input array; name it one of {', '.join(dict.fromkeys(names))} "
+                         f"(found: {', '.join(keys)})")
+    return [key]
 
 
 def _read_array(archive: Any, key: str, where: str) -> np.ndarray:
@@ -143,13 +175,44 @@ def load_image_folder(root: Path, input_shape: Sequence[int], preprocessing: dic
     return ArrayDataset(str(root), np.stack(images).astype(np.float32), labels, recipe)
 
 
-def check_shape(data: ArrayDataset, input_shape: Sequence[int], option: str) -> None:
-    expected = tuple(input_shape[1:])
+def conform(data: ArrayDataset, inputs: Sequence[ModelInput], option: str) -> ArrayDataset:
+    """`data` with each array checked against its model input (shape, finite floats, ids within range, masks of
+    0/1) and cast to that input's dtype."""
     if len(data) == 0:
         raise UsageError(f"{option} {data.name}: the dataset is empty")
-    if tuple(data.inputs.shape[1:]) != expected:
-        raise UsageError(f"{option} {data.name}: samples have shape {tuple(data.inputs.shape[1:])}, "
-                         f"the model takes {expected} per sample (input {tuple(input_shape)})")
+    if len(data.arrays) != len(inputs):
+        raise UsageError(f"{option} {data.name}: holds {len(data.arrays)} input array(s); the model takes "
+                         f"{len(inputs)}: {_describe_inputs(inputs)}")
+    arrays = tuple(_conform_one(x, d, f"{option} {data.name}", len(inputs) > 1) for x, d in zip(data.arrays, inputs))
+    return ArrayDataset(data.name, arrays, data.labels, data.preprocessing, data.synthetic)
+
+
+def _conform_one(x: np.ndarray, domain: ModelInput, where: str, named: bool) -> np.ndarray:
+    what = f"input {domain.name!r}" if named else "samples"
+    expected = tuple(domain.shape[1:])
+    if tuple(x.shape[1:]) != expected:
+        if named:
+            raise UsageError(f"{where}: {what} have shape {tuple(x.shape[1:])}, the model takes {expected} per "
+                             f"sample (input {tuple(domain.shape)})")
+        raise UsageError(f"{where}: samples have shape {tuple(x.shape[1:])}, the model takes {expected} per sample "
+                         f"(input {tuple(domain.shape)})")
+    if domain.kind == "float":
+        out = x.astype(np.float32)
+        bad = int(out.size - np.count_nonzero(np.isfinite(out)))
+        if bad:  # NaN or values beyond float32 would poison calibration ranges and every comparison
+            raise UsageError(f"{where}: {what} hold {bad:,} NaN or infinite value(s) (as float32); inputs must be "
+                             f"finite")
+        return out
+    if np.issubdtype(x.dtype, np.floating) and not np.all(np.equal(np.mod(x, 1), 0)):
+        raise UsageError(f"{where}: {what} hold fractional values; the model takes {domain.dtype} "
+                         f"({domain.describe()})")
+    low, high = (int(x.min()), int(x.max())) if x.size else (0, 0)
+    if domain.kind == "mask" and (low < 0 or high > 1):
+        raise UsageError(f"{where}: {what} span {low}..{high}; a mask holds 0 and 1")
+    if domain.kind == "index" and domain.how.startswith("ids of") and (low < domain.low or high >= domain.high):
+        raise UsageError(f"{where}: {what} hold ids {low}..{high}, beyond what the model takes: {domain.low}.."
+                         f"{domain.high - 1} ({domain.how})")
+    return x.astype(domain.dtype)
 
 
 def check_labels(data: ArrayDataset, num_classes: int, option: str) -> None:
@@ -173,18 +236,29 @@ def stratified_subset(data: ArrayDataset, n: int, seed: int = 0) -> ArrayDataset
         # round-robin over classes so every class is represented before any repeats
         order = [p[i] for i in range(max(len(p) for p in per_class)) for p in per_class if i < len(p)]
         idx = np.sort(np.asarray(order[:n]))
-    labels = None if data.labels is None else data.labels[idx]
-    return ArrayDataset(f"{data.name} ({n} stratified, seed {seed})", data.inputs[idx], labels,
-                        data.preprocessing, data.synthetic)
+    return data.select(idx, f"{data.name} ({n} stratified, seed {seed})")
 
 
-def synthetic(input_shape: Sequence[int], n: int, seed: int = 0) -> ArrayDataset:
-    """Standard-normal inputs: the fallback when no calibration data is given (the report warns)."""
+def synthetic(inputs: Sequence[ModelInput], n: int, seed: int = 0) -> ArrayDataset:
+    """Inputs drawn within what each model input accepts: N(0,1) features, ids uniform in their table's range, masks
+    of ones. The fallback when no data is given (the report warns and says how they were made)."""
     rng = np.random.default_rng(seed)
+    arrays = []
     try:
-        x = rng.standard_normal((n, *input_shape[1:])).astype(np.float32)
+        for d in inputs:
+            shape = (n, *d.shape[1:])
+            if d.kind == "float":
+                arrays.append(rng.standard_normal(shape).astype(np.float32))
+            elif d.kind == "mask":
+                arrays.append(np.ones(shape, dtype=d.dtype))
+            else:
+                arrays.append(rng.integers(d.low, max(d.high, d.low + 1), shape).astype(d.dtype))
     except MemoryError:
-        shape = "x".join(str(d) for d in input_shape)
-        raise UsageError(f"{n} synthetic calibration inputs of shape {shape} do not fit in memory; pass "
-                         f"--calibration DATA with real inputs, or a smaller --input-shape") from None
-    return ArrayDataset("synthetic N(0,1) inputs", x, None, {}, synthetic=True)
+        shapes = ", ".join("x".join(str(v) for v in d.shape) for d in inputs)
+        raise UsageError(f"{n} synthetic inputs of shape {shapes} do not fit in memory; pass --calibration DATA "
+                         f"with real inputs, or a smaller --input-shape") from None
+    if all(d.kind == "float" for d in inputs):
+        name = "synthetic N(0,1) inputs"
+    else:
+        name = "synthetic inputs (" + "; ".join(d.describe() for d in inputs) + ")"
+    return ArrayDataset(name, tuple(arrays), None, {}, synthetic=True)

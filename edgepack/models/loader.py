@@ -12,7 +12,7 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -20,38 +20,45 @@ from torch import nn
 from edgepack.errors import UsageError, one_line
 from edgepack.models import zoo
 from edgepack.models.bundle import ModelBundle
+from edgepack.models.inputs import (SINGLE_INPUT_NAME, bind_example, example_from_specs, input_domains,
+                                    synthetic_example)
 from edgepack.models.outputs import OutputSelector, describe_output
-from edgepack.models.request import (ModelRequest, check_callable_spec, check_input_shape, check_model_request,
-                                     spec_kind)
-from edgepack.records import PassRecord, Provenance
+from edgepack.models.request import (InputSpec, ModelRequest, check_callable_spec,
+                                     check_input_shape, check_model_request, input_specs_text, spec_kind)
+from edgepack.records import ModelInput, PassRecord, Provenance
 from edgepack.training import set_eval
 
 
 @dataclass(frozen=True)
 class _Loaded:
     module: nn.Module
-    example_inputs: Optional[tuple[torch.Tensor, ...]]
+    example: Any  # what came with the module: a tensor, a tuple of tensors, a dict by parameter name, or None
     kind: str
     name: str
     zoo_entry: Optional[zoo.ZooEntry] = None
     passes: tuple[PassRecord, ...] = ()  # compression already applied (a .pt2 from `edgepack compress`)
     warnings: tuple[str, ...] = ()  # what loading went on without (an unreadable sidecar), for the report
-    original_source: str = ""  # the uncompressed model a .pt2's passes started from, and its input shape
+    original_source: str = ""  # the uncompressed model a .pt2's passes started from, and its input shape(s)
     original_input_shape: tuple[int, ...] = ()
+    original_inputs: str = ""
+    known_inputs: tuple[ModelInput, ...] = ()  # input domains a .pt2's history recorded
 
 
 def load_model(request: ModelRequest) -> tuple[ModelBundle, Optional[zoo.ZooEntry]]:
-    """Load, put in eval mode, check it runs on the example inputs, and wrap its output selection."""
+    """Load, put in eval mode, bind its example inputs, find what each input accepts, check it runs on them, and
+    wrap its output selection."""
     check_model_request(request)  # the model-free checks, again for callers that did not plan
     loaded = _load(request)
-    module = set_eval(loaded.module)
-    inputs = _example_inputs(request, loaded)
+    module, inputs, names, real_values = _bind_inputs(request, loaded, set_eval(loaded.module))
+    module = set_eval(module)
+    domains = input_domains(module, inputs, names, loaded.known_inputs, values_are_real=real_values)
+    if not real_values:
+        inputs = synthetic_example(domains)  # placeholders replaced by values each input accepts
     with torch.no_grad():
         try:
             output = module(*inputs)
         except (Exception, SystemExit) as exc:  # the model's own error, whatever its type
-            shapes = ", ".join("x".join(map(str, t.shape)) for t in inputs)
-            raise UsageError(f"the model rejected input shape {shapes}: {_describe(exc)}"
+            raise UsageError(f"the model rejected input shape {_shapes_text(names, inputs)}: {_describe(exc)}"
                              f" (set --input-shape to what the model takes)") from None
     selector = describe_output(output)
     if selector != "tensor":
@@ -73,9 +80,40 @@ def load_model(request: ModelRequest) -> tuple[ModelBundle, Optional[zoo.ZooEntr
         labels=entry.labels if entry else (),
         original_source=loaded.original_source,
         original_input_shape=loaded.original_input_shape,
+        inputs=domains,
+        original_inputs=loaded.original_inputs,
     )
-    names = tuple("input" if len(inputs) == 1 else f"input_{i}" for i in range(len(inputs)))
     return ModelBundle(module, inputs, names, provenance, load_warnings=loaded.warnings), entry
+
+
+def _bind_inputs(request: ModelRequest, loaded: _Loaded, module: nn.Module) -> tuple[
+        nn.Module, tuple[torch.Tensor, ...], tuple[str, ...], bool]:
+    """(module taking positional inputs, example inputs, their names, whether the example's values are real)."""
+    where = f"--model {request.spec}"
+    if request.inputs:
+        return (*example_from_specs(module, request.inputs, where), False)
+    if loaded.example is not None:
+        if loaded.kind == "pt2" and len(loaded.known_inputs) == len(loaded.example):
+            return module, tuple(loaded.example), tuple(d.name for d in loaded.known_inputs), True
+        return (*bind_example(module, loaded.example, where), True)
+    if loaded.zoo_entry:
+        shape = loaded.zoo_entry.input_shape
+        check_input_shape(shape)
+        torch.manual_seed(0)
+        return module, (torch.randn(*shape),), (SINGLE_INPUT_NAME,), True
+    raise UsageError(f"{where}: cannot tell the model's input shape; pass --input-shape (e.g. 1x3x224x224, or "
+                     f"input_ids=1x128:int64,attention_mask=1x128:int64) or return (model, example_inputs) from "
+                     f"the callable")
+
+
+def _shapes_text(names: Sequence[str], inputs: Sequence[torch.Tensor]) -> str:
+    """"1x3x8x8", or "input_ids=1x16:int64, attention_mask=1x16:int64" for several or non-float inputs."""
+    parts = []
+    for name, t in zip(names, inputs):
+        dtype = str(t.dtype).replace("torch.", "")
+        shape = "x".join(map(str, t.shape)) + ("" if dtype == "float32" else f":{dtype}")
+        parts.append(shape if len(inputs) == 1 else f"{name}={shape}")
+    return ", ".join(parts)
 
 
 def count_params_and_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[int, int]:
@@ -88,27 +126,6 @@ def count_params_and_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -
         macs = -1
     # -1: unknown (the counter hooks nn layers; an unlifted .pt2 calls aten ops directly and counts 0)
     return int(params), int(macs) if macs > 0 else -1
-
-
-def _example_inputs(request: ModelRequest, loaded: _Loaded) -> tuple[torch.Tensor, ...]:
-    if request.input_shape:
-        return (_random_input(request.input_shape),)
-    if loaded.example_inputs:
-        return loaded.example_inputs
-    if loaded.zoo_entry:
-        return (_random_input(loaded.zoo_entry.input_shape),)
-    raise UsageError(f"--model {request.spec}: cannot tell the model's input shape; pass --input-shape (e.g. "
-                     f"1x3x224x224) or return (model, example_inputs) from the callable")
-
-
-def _random_input(shape: tuple[int, ...]) -> torch.Tensor:
-    check_input_shape(shape)  # refuse by arithmetic before asking the allocator
-    torch.manual_seed(0)
-    try:
-        return torch.randn(*shape)
-    except (RuntimeError, MemoryError) as exc:  # within the limit but more than this machine has free
-        raise UsageError(f"--input-shape {'x'.join(map(str, shape))}: cannot allocate the example input "
-                         f"({one_line(exc)}); give the shape of one real input, batch included") from None
 
 
 def _describe(exc: BaseException) -> str:
@@ -175,35 +192,22 @@ def resolve_callable(spec: str, option: str) -> Callable[..., Any]:
     return fn
 
 
-def _from_callable(spec: str, option: str) -> tuple[nn.Module, Optional[tuple[torch.Tensor, ...]]]:
+def _from_callable(spec: str, option: str) -> tuple[nn.Module, Any]:
+    """The module a callable builds, and the example inputs it returned beside it (None when it returned none)."""
     fn = resolve_callable(spec, option)
     try:
         result = fn if isinstance(fn, nn.Module) else fn()
     except (Exception, SystemExit) as exc:
         raise UsageError(f"{option} {spec}: calling it failed: {_describe(exc)}") from None
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module):
-        return result[0], _example_tuple(result[1], spec, option)
+        if result[1] is None:
+            raise UsageError(f"{option} {spec}: the example inputs it returned are None; return (module, tensor), "
+                             f"(module, (tensor, ...)) or (module, {{'input_ids': tensor, ...}})")
+        return result[0], result[1]
     if not isinstance(result, nn.Module):
         raise UsageError(f"{option} {spec}: returned {type(result).__name__}, not a torch.nn.Module "
                          f"(return a Module, or (Module, example_inputs))")
     return result, None
-
-
-def _example_tuple(example: Any, spec: str, option: str) -> tuple[torch.Tensor, ...]:
-    """The example inputs a callable returned beside its Module: one tensor, or a non-empty tuple/list of tensors."""
-    if isinstance(example, torch.Tensor):
-        return (example,)
-    if isinstance(example, (tuple, list)) and example and all(isinstance(t, torch.Tensor) for t in example):
-        return tuple(example)
-    if isinstance(example, (tuple, list)) and not example:
-        got = f"an empty {type(example).__name__}"
-    elif isinstance(example, (tuple, list)):
-        got = f"a {type(example).__name__} of {', '.join(type(t).__name__ for t in example)}"
-    else:
-        shown = repr(example)
-        got = f"{type(example).__name__} {shown}" if len(shown) <= 40 else _a(type(example).__name__)
-    raise UsageError(f"{option} {spec}: the example inputs it returned are {got}; return (module, tensor) or "
-                     f"(module, (tensor, ...)) with one tensor per forward argument")
 
 
 def _load_pt2(path: Path) -> _Loaded:
@@ -230,8 +234,23 @@ def _load_pt2(path: Path) -> _Loaded:
         else:
             warnings.append(f"{path.with_suffix('.json')}: names zoo model {name!r}, which this edgepack does not "
                             f"have; the model loads without its dataset, preprocessing and labels")
+    compressed = bool(history and history.passes)
     return _Loaded(module, args or None, "pt2", path.stem, entry, history.passes if history else (), tuple(warnings),
-                   original if history and history.passes else "", tuple(original_shape))
+                   original if compressed else "", tuple(original_shape),
+                   _original_inputs(history) if compressed and history else "",
+                   history.inputs if history else ())
+
+
+def _original_inputs(history: Provenance) -> str:
+    """The --input-shape that re-loads the uncompressed original with the inputs it was loaded with."""
+    if history.original_inputs:
+        return history.original_inputs
+    domains = history.inputs
+    if len(domains) > 1:
+        return input_specs_text([InputSpec(d.name, d.shape, d.dtype) for d in domains])
+    if len(domains) == 1 and domains[0].dtype != "float32":
+        return input_specs_text([InputSpec(None, domains[0].shape, domains[0].dtype)])
+    return ""
 
 
 def _compress_history(path: Path) -> tuple[Optional[Provenance], list[str]]:

@@ -33,6 +33,7 @@ def manifest(report: Report, calibration: Optional[ArrayDataset] = None) -> dict
                 "sha256": a.sha256,
                 "inputs": [i.to_dict() for i in a.inputs],
                 "outputs": [o.to_dict() for o in a.outputs],
+                "session_options": dict(a.session_options),
                 "shipping": a.name in report.shipping,
             }
             for a in report.artifacts

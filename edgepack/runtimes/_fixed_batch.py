@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from edgepack.data.dataset import feed_array
 from edgepack.errors import UsageError
 
 
@@ -44,7 +45,7 @@ def run_in_chunks(
     if n == 0:
         raise UsageError(f"{what} was given 0 samples; pass at least one")
     batch = int(shapes[0][0]) if shapes and len(shapes[0]) else 1
-    arrays = [np.ascontiguousarray(x, dtype=np.float32) for x in inputs]
+    arrays = [feed_array(x) for x in inputs]
     if n == batch:
         return run_one(arrays)
     pieces: list[list[np.ndarray]] = []
@@ -52,6 +53,6 @@ def run_in_chunks(
         chunk = [x[start:start + batch] for x in arrays]
         real = chunk[0].shape[0]
         if real < batch:
-            chunk = [np.concatenate([c, np.zeros((batch - real, *c.shape[1:]), np.float32)]) for c in chunk]
+            chunk = [np.concatenate([c, np.zeros((batch - real, *c.shape[1:]), c.dtype)]) for c in chunk]
         pieces.append([o[:real] for o in run_one(chunk)])
     return [np.concatenate([p[i] for p in pieces]) for i in range(len(pieces[0]))]

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from edgepack.data.dataset import feed_array
 from edgepack.errors import UsageError, one_line
 
 if TYPE_CHECKING:
@@ -32,21 +33,22 @@ def calibration_batches(bundle: ModelBundle, calibration: ArrayDataset | None,
     if calibration is None or len(calibration) == 0:
         raise UsageError(f"{runtime} int8 export needs calibration data; pass a calibration dataset "
                          "(e.g. the model's dataset or a .npz of representative inputs)")
-    if len(bundle.example_inputs) != 1:
-        raise UsageError(f"{runtime} int8 calibration feeds one input array, but {bundle.name} takes "
-                         f"{len(bundle.example_inputs)} inputs; export it at fp32 instead")
-    example = bundle.example_inputs[0]
-    batch = int(example.shape[0])
-    if tuple(calibration.inputs.shape[1:]) != tuple(example.shape[1:]):
-        raise UsageError(f"calibration data {calibration.name} has samples of shape "
-                         f"{tuple(calibration.inputs.shape[1:])}; {bundle.name} takes {tuple(example.shape[1:])}")
+    examples = bundle.example_inputs
+    batch = int(examples[0].shape[0])
+    if len(calibration.arrays) != len(examples):
+        raise UsageError(f"calibration data {calibration.name} holds {len(calibration.arrays)} input array(s); "
+                         f"{bundle.name} takes {len(examples)}")
+    for array, example in zip(calibration.arrays, examples):
+        if tuple(array.shape[1:]) != tuple(example.shape[1:]):
+            raise UsageError(f"calibration data {calibration.name} has samples of shape {tuple(array.shape[1:])}; "
+                             f"{bundle.name} takes {tuple(example.shape[1:])}")
     if len(calibration) < batch:
         raise UsageError(f"calibration data {calibration.name} has {len(calibration)} samples; "
                          f"{bundle.name} is exported at batch {batch}, so at least {batch} are needed")
     usable = len(calibration) - len(calibration) % batch  # a partial last batch would not match the exported shape
     for start in range(0, usable, batch):
-        chunk = calibration.inputs[start:start + batch]
-        yield (torch.from_numpy(chunk.astype("float32", copy=False)).to(example.dtype),)
+        yield tuple(torch.from_numpy(feed_array(a[start:start + batch])).to(example.dtype)
+                    for a, example in zip(calibration.arrays, examples))
 
 
 def calibration_count(bundle: ModelBundle, calibration: ArrayDataset | None) -> int:
@@ -74,7 +76,7 @@ def quantize_static(bundle: ModelBundle, quantizer: Any, calibration: ArrayDatas
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     batches = list(calibration_batches(bundle, calibration, runtime))  # validate before the slow export
-    graph = export_program(bundle, runtime).module()
+    graph = keep_integer_arithmetic(export_program(bundle, runtime).module())
     try:
         prepared = prepare_pt2e(graph, quantizer)
         with torch.no_grad():
@@ -83,6 +85,31 @@ def quantize_static(bundle: ModelBundle, quantizer: Any, calibration: ArrayDatas
         return convert_pt2e(prepared, fold_quantize=fold_quantize)
     except Exception as exc:
         raise rejection(runtime, "PT2E quantization", exc) from exc
+
+
+def keep_integer_arithmetic(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Move integer add/mul with a Python-number operand to their .Scalar overloads, in place.
+
+    XNNPACK's quantizer (transform_for_annotation) turns the number operand of every add.Tensor/mul.Tensor into a
+    float32 tensor; on integer arithmetic (position ids, the index tensors of a Hugging Face attention mask) the
+    result becomes float and the graph then fails at `aten.index` ("tensors used as indices must be long"). The
+    .Scalar overloads compute the same and are left alone.
+    """
+    import torch
+
+    overloads = {torch.ops.aten.add.Tensor: torch.ops.aten.add.Scalar,
+                 torch.ops.aten.mul.Tensor: torch.ops.aten.mul.Scalar}
+    changed = False
+    for node in graph.graph.nodes:
+        value = node.meta.get("val")
+        if (node.op == "call_function" and node.target in overloads and len(node.args) == 2
+                and isinstance(node.args[1], (int, float)) and isinstance(value, torch.Tensor)
+                and not value.is_floating_point()):
+            node.target = overloads[node.target]
+            changed = True
+    if changed:
+        graph.recompile()
+    return graph
 
 
 def rejection(runtime: str, stage: str, exc: BaseException) -> UsageError:

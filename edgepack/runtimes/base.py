@@ -138,8 +138,9 @@ class Runtime(Protocol):
     def export(self, bundle: ModelBundle, request: ExportRequest) -> Artifact:
         """Write the artifact atomically into request.out_dir and describe it."""
 
-    def load(self, path: Path, threads: int) -> Session:
-        """Open an artifact for inference with the given intra-op thread count."""
+    def load(self, path: Path, threads: int, settings: Mapping[str, str] | None = None) -> Session:
+        """Open an artifact for inference with the given intra-op thread count and the artifact's session settings
+        (`Artifact.session_options`); a setting the runtime does not know is a ToolError."""
 
     def import_runtime(self) -> None:
         """Import what `load` needs, nothing more: the memory baseline child calls only this."""
@@ -263,8 +264,14 @@ def check_export_request(runtime: Runtime | RuntimeBase, precision: str, qat: Qa
         raise MissingDependency(f"{runtime.name} runtime unavailable: {'; '.join(reasons)}")
 
 
-def checked_load(path: Path, threads: int, what: str) -> Path:
-    """The artifact path a runtime is about to open, refused early when the file or the thread count is wrong."""
+def checked_load(path: Path, threads: int, what: str, settings: Mapping[str, str] | None = None,
+                 known: Sequence[str] = ()) -> Path:
+    """The artifact path a runtime is about to open, refused early when the file, the thread count or a session
+    setting is wrong."""
+    unknown = [k for k in (settings or {}) if k not in known]
+    if unknown:
+        raise ToolError(f"{what}: unknown session setting {unknown[0]!r}; this runtime takes "
+                        f"{', '.join(known) or 'none'}")
     if threads < 1:
         raise UsageError(f"threads must be at least 1, got {threads}")
     path = Path(path)

@@ -147,8 +147,8 @@ class ExecuTorchRuntime(RuntimeBase):
 
     # ------------------------------------------------------------------ load
 
-    def load(self, path: Path, threads: int) -> Session:
-        path = checked_load(path, threads, "ExecuTorch program")
+    def load(self, path: Path, threads: int, settings: Mapping[str, str] | None = None) -> Session:
+        path = checked_load(path, threads, "ExecuTorch program", settings)
         import numpy as np
         import torch
         from executorch.extension.pybindings.portable_lib import (

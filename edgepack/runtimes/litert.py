@@ -174,8 +174,8 @@ class LiteRTRuntime(RuntimeBase):
 
     # ------------------------------------------------------------------ load
 
-    def load(self, path: Path, threads: int) -> Session:
-        path = checked_load(path, threads, ".tflite file")
+    def load(self, path: Path, threads: int, settings: Mapping[str, str] | None = None) -> Session:
+        path = checked_load(path, threads, ".tflite file", settings)
         from ai_edge_litert.interpreter import Interpreter
 
         try:
@@ -267,9 +267,9 @@ def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     import numpy as np
 
     dtype = np.dtype(detail["dtype"])
-    if dtype == np.float32:
-        return np.ascontiguousarray(x, dtype=np.float32)
     scale, zero_point = detail["quantization"]
+    if dtype == np.float32 or dtype.kind == "b" or scale == 0.0:  # floats, masks and token ids go in as they are
+        return np.ascontiguousarray(x, dtype=dtype)
     info = np.iinfo(dtype)
     q = np.round(x / scale) + zero_point
     return np.clip(q, info.min, info.max).astype(dtype)

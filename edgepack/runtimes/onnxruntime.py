@@ -4,14 +4,16 @@ QDQ (per-channel weights, activation type from the target file) or dynamic INT8 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from edgepack.data.dataset import feed_array
 from edgepack.errors import ToolError, UsageError, one_line, strip_terminal_codes
 from edgepack.fileio import atomic_path
 from edgepack.records import Artifact, CalibrationInfo, Simplification, TensorSpec
@@ -19,6 +21,7 @@ from edgepack.runtimes._fixed_batch import run_in_chunks
 from edgepack.runtimes.base import (
     ExportRequest,
     RuntimeBase,
+    checked_load,
     RuntimeOptions,
     Session,
     op_census,
@@ -34,6 +37,22 @@ TRANSFORMER_OPS = {"Softmax", "LayerNormalization"}
 SCHEMES = ("static-qdq", "dynamic")
 INTEGER_TYPES = ("uint8", "int8")
 BOOLEANS = (True, False)
+# session settings an artifact may carry (Artifact.session_options), as the app would set them on SessionOptions
+SESSION_SETTINGS = ("graph_optimization_level", "disabled_optimizers")
+OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+                       "all": "ORT_ENABLE_ALL"}
+# Tried in order when the fully optimized session of an int8 file disagrees with the same file under basic
+# optimizations: ONNX Runtime's fused QDQ kernels can compute a different result than the graph says (its fused
+# QLinearAveragePool is wrong when the pooling window is larger than its input, as in EfficientNet's head).
+OPTIMIZER_FALLBACKS: tuple[dict[str, str], ...] = ({"disabled_optimizers": "QDQSelectorActionTransformer"},
+                                                   {"graph_optimization_level": "basic"})
+OPTIMIZER_CHECK_SAMPLES = 64
+# the same file under two optimizer settings: only rounding may differ
+OPTIMIZER_AGREEMENT = 0.97
+OPTIMIZER_RELATIVE_ERROR = 0.02
+# ONNX Runtime's input type names -> the numpy dtype fed to them (token ids stay integers)
+ONNX_FEED_TYPES: dict[str, Any] = {"tensor(float)": np.float32, "tensor(int64)": np.int64,
+                                   "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
 
 
 @dataclass(frozen=True)
@@ -75,6 +94,7 @@ class OnnxRuntime(RuntimeBase):
         notes: list[str] = []
         simplification: Simplification | None = None
         calibration: CalibrationInfo | None = None
+        settings: dict[str, str] = {}
         if request.precision == "fp32":
             with atomic_path(final) as tmp:
                 dynamic = _export_onnx(bundle, tmp, notes)
@@ -98,29 +118,63 @@ class OnnxRuntime(RuntimeBase):
                 raise ToolError("onnxruntime int8 export needs the fp32 artifact as its parent")
             with atomic_path(final) as tmp:
                 scheme, calibration = _quantize(Path(parent.path), tmp, request, options, notes)
+                settings = self._settings_that_agree(tmp, request, notes)
             # quantization keeps the graph's input shapes: the int8 file has its parent's batch axis
             dynamic = parent.dynamic_batch if parent.dynamic_batch is not None else _fixed_batch(final) is None
         inputs, outputs = onnx_io_specs(final)
-        return self.describe_file(final, request, inputs=inputs, outputs=outputs, scheme=scheme,
-                                  dynamic_batch=dynamic, ops=op_census(op_counts(final)),
-                                  simplification=simplification, calibration=calibration, notes=notes)
+        artifact = self.describe_file(final, request, inputs=inputs, outputs=outputs, scheme=scheme,
+                                      dynamic_batch=dynamic, ops=op_census(op_counts(final)),
+                                      simplification=simplification, calibration=calibration, notes=notes)
+        return dataclasses.replace(artifact, session_options=settings) if settings else artifact
+
+    def _settings_that_agree(self, path: Path, request: ExportRequest, notes: list[str]) -> dict[str, str]:
+        """{} when the fully optimized session computes what the file says (the same file under basic
+        optimizations is the reference); else the first fallback setting that does, with a note saying why."""
+        if request.calibration is None:
+            return {}
+        feeds = [a[:OPTIMIZER_CHECK_SAMPLES] for a in request.calibration.arrays]
+        reference = self.load(path, 1, {"graph_optimization_level": "basic"})(feeds)[0]
+        optimized = self.load(path, 1)(feeds)[0]
+        if _same_result(reference, optimized):
+            return {}
+        agreement = _agreement(reference, optimized)
+        for settings in OPTIMIZER_FALLBACKS:
+            candidate = self.load(path, 1, settings)(feeds)[0]
+            if _same_result(reference, candidate):
+                fixed = _agreement(reference, candidate)
+                what = ", ".join(f"{k}={v}" for k, v in settings.items())
+                notes.append(f"ONNX Runtime's fully optimized session disagrees with this file under basic "
+                             f"optimizations (top-1 agreement {agreement:.3f} on {len(feeds[0])} calibration "
+                             f"samples); shipped with {what}, which agrees ({fixed:.3f}); set the same on the app's "
+                             f"SessionOptions (manifest.json: session_options)")
+                return dict(settings)
+        raise ToolError(f"ONNX Runtime computes this int8 file differently under full and basic optimizations "
+                        f"(top-1 agreement {agreement:.3f}) and no fallback setting agrees")
 
     # ---- run ----------------------------------------------------------------------------------------------------
-    def load(self, path: Path, threads: int) -> Session:
+    def load(self, path: Path, threads: int, settings: Mapping[str, str] | None = None) -> Session:
         import onnxruntime as ort
 
+        path = checked_load(path, threads, "ONNX model", settings, SESSION_SETTINGS)
+        settings = settings or {}
+        level = settings.get("graph_optimization_level", "all")
+        if level not in OPTIMIZATION_LEVELS:
+            raise ToolError(f"graph_optimization_level {level!r} is not one of {', '.join(OPTIMIZATION_LEVELS)}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[level])
+        disabled = [o for o in settings.get("disabled_optimizers", "").split(",") if o]
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                       disabled_optimizers=disabled)
         names = [i.name for i in session.get_inputs()]
         shapes = [tuple(i.shape) for i in session.get_inputs()]
+        dtypes = [ONNX_FEED_TYPES.get(i.type, np.float32) for i in session.get_inputs()]
         dynamic = not isinstance(shapes[0][0], int)
 
         def run_once(feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
-            arrays = [np.ascontiguousarray(x, dtype=np.float32) for x in feeds]
+            arrays = [np.ascontiguousarray(x, dtype=t) for x, t in zip(feeds, dtypes)]
             return list(session.run(None, dict(zip(names, arrays))))
 
         def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -165,21 +219,25 @@ def _quantize_static(fp32: Path, out: Path, request: ExportRequest, options: Onn
     quant_types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     act, weight = quant_types[options.activation_type], quant_types[options.weight_type]
     pre = out.with_name(out.name + ".pre.onnx")
-    input_name = _input_names(fp32)[0]
+    input_names = _input_names(fp32)
     step = _fixed_batch(fp32) or 1  # a fixed-batch graph is calibrated in whole batches of its size
-    samples = request.calibration.inputs
-    fed = len(samples) - len(samples) % step
+    arrays = request.calibration.arrays
+    if len(arrays) != len(input_names):
+        raise ToolError(f"calibration data has {len(arrays)} input array(s); the graph takes {len(input_names)}")
+    samples = len(request.calibration)
+    fed = samples - samples % step
     if fed == 0:
-        raise UsageError(f"calibration data {request.calibration.name} has {len(samples)} samples; the model is "
+        raise UsageError(f"calibration data {request.calibration.name} has {samples} samples; the model is "
                          f"exported at batch {step}, so at least {step} are needed")
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches = iter(samples[i:i + step] for i in range(0, fed, step))
+            self._starts = iter(range(0, fed, step))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            nxt = next(self._batches, None)
-            return None if nxt is None else {input_name: np.ascontiguousarray(nxt, dtype=np.float32)}
+            start = next(self._starts, None)
+            return None if start is None else {name: feed_array(a[start:start + step])
+                                               for name, a in zip(input_names, arrays)}
 
     try:
         try:
@@ -198,6 +256,20 @@ def _quantize_static(fp32: Path, out: Path, request: ExportRequest, options: Onn
     w = "s8" if options.weight_type == "int8" else "u8"
     scheme = f"static QDQ: {a} activations, {'per-channel' if options.per_channel else 'per-tensor'} {w} weights"
     return scheme, CalibrationInfo(source=request.calibration.name, samples=fed)
+
+
+def _same_result(reference: np.ndarray, candidate: np.ndarray) -> bool:
+    """Whether two sessions of one file computed the same thing up to rounding: the same classes, or outputs
+    within 2 % of each other (relative L2), whichever holds."""
+    scale = float(np.linalg.norm(reference)) or 1.0
+    relative = float(np.linalg.norm(reference.astype(np.float64) - candidate)) / scale
+    return relative <= OPTIMIZER_RELATIVE_ERROR or _agreement(reference, candidate) >= OPTIMIZER_AGREEMENT
+
+
+def _agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """How often two outputs pick the same class (per sample, over the flattened output)."""
+    ref, got = reference.reshape(len(reference), -1), candidate.reshape(len(candidate), -1)
+    return float(np.mean(ref.argmax(1) == got.argmax(1)))
 
 
 def _export_onnx(bundle: ModelBundle, path: Path, notes: list[str]) -> bool:

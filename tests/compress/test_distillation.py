@@ -90,7 +90,7 @@ def test_config_from_command_line_text():
 
 def _labelled_subset(data, n: int, seed: int = 0):
     idx = np.random.default_rng(seed).permutation(len(data))[:n]
-    return dataclasses.replace(data, inputs=data.inputs[idx], labels=data.labels[idx])
+    return data.select(idx)
 
 
 @pytest.mark.slow

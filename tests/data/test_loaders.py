@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from edgepack.data import digits
-from edgepack.data.loaders import check_labels, load_dataset, stratified_subset
+from edgepack.data.loaders import check_labels, float_input, load_dataset, stratified_subset
 from edgepack.errors import UsageError
 
 
@@ -24,7 +24,7 @@ def test_digits_split_is_fixed_and_preprocessed():
 def test_npz_with_alternative_key_names(tmp_path):
     path = tmp_path / "d.npz"
     np.savez(path, images=np.ones((6, 1, 8, 8), np.float64), labels=np.arange(6))
-    data = load_dataset(str(path), (1, 1, 8, 8), option="--eval")
+    data = load_dataset(str(path), float_input((1, 1, 8, 8)), option="--eval")
     assert data.inputs.dtype == np.float32 and data.labels.tolist() == list(range(6))
 
 
@@ -39,7 +39,7 @@ def test_npz_errors(tmp_path, arrays, fragment):
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
     with pytest.raises(UsageError) as err:
-        load_dataset(str(path), (1, 1, 8, 8), option="--eval")
+        load_dataset(str(path), float_input((1, 1, 8, 8)), option="--eval")
     assert fragment in str(err.value)
 
 
@@ -48,7 +48,7 @@ def test_image_folder(tmp_path):
         (tmp_path / label).mkdir()
         for i in range(3):
             Image.fromarray(np.full((16, 16, 3), value, np.uint8)).save(tmp_path / label / f"{i}.png")
-    data = load_dataset(str(tmp_path), (1, 3, 8, 8), option="--eval", preprocessing={"mean": [0.5] * 3,
+    data = load_dataset(str(tmp_path), float_input((1, 3, 8, 8)), option="--eval", preprocessing={"mean": [0.5] * 3,
                                                                                       "std": [0.5] * 3})
     assert data.inputs.shape == (6, 3, 8, 8)
     assert data.labels.tolist() == [0, 0, 0, 1, 1, 1]
@@ -59,7 +59,7 @@ def test_image_folder(tmp_path):
 def test_empty_image_folder(tmp_path):
     (tmp_path / "a").mkdir()
     with pytest.raises(UsageError, match="no images found"):
-        load_dataset(str(tmp_path), (1, 3, 8, 8), option="--calibration")
+        load_dataset(str(tmp_path), float_input((1, 3, 8, 8)), option="--calibration")
 
 
 def test_stratified_subset_is_balanced_and_seeded():

@@ -261,7 +261,7 @@ def test_exports_fp32_and_int8_that_load_agree_with_eager_and_measure(name, digi
 
     # timed in the measurement child, with the runtime's own session
     spec = MeasureSpec(name, threads=1, runs=5, warmup=1)
-    m = measure_artifact(int8.name, Path(int8.path), digits_bundle.provenance.input_shapes, spec)
+    m = measure_artifact(int8.name, Path(int8.path), [t.numpy() for t in digits_bundle.example_inputs], spec)
     assert (m.artifact, m.runtime, m.threads, m.runs) == (int8.name, name, 1, 5)
     assert 0 < m.min_ms <= m.p50_ms <= m.p90_ms <= m.max_ms
     assert m.init_ms is not None and m.init_ms > 0 and m.first_run_ms is not None and m.first_run_ms > 0
