@@ -23,6 +23,7 @@ from edgepack.budgets import LATENCY_STATS, METRICS, OPTION_OF_METRIC, parse_bud
 from edgepack.errors import ToolError, UsageError, did_you_mean
 from edgepack.records import Budget
 from edgepack.runtimes.base import RuntimeOptions
+from edgepack.tasks import ParityFloor
 
 # Every top-level key of a target file, with what it holds (the schema's descriptions come from here too).
 TARGET_KEYS: dict[str, str] = {
@@ -38,6 +39,7 @@ TARGET_KEYS: dict[str, str] = {
     "runner": "runtime -> path of the arm64 runner binary you built, for measuring on a phone",
     "budgets": "default budgets: size, latency, memory, accuracy_drop (the command line overrides each)",
     "bundle": "write the mobile-ready bundle/ and bundle.zip",
+    "parity_floor": "the least agreement with eager PyTorch an artifact needs to ship, per task",
 }
 REQUIRED_TARGET_KEYS = ("name", "runtimes")
 TARGET_PRECISIONS = ("int8", "fp32")
@@ -93,6 +95,7 @@ class Target:
     budgets: dict[str, str]  # metric -> limit as written, checked on load; target_budgets() parses them
     bundle: bool = False  # write the mobile-ready bundle/ and bundle.zip
     arch: str = ""  # the CPU architecture the target runs on; host measurements elsewhere are labelled as proxies
+    parity_floor: ParityFloor = field(default_factory=ParityFloor)
 
     def runtime(self, name: str) -> RuntimeSettings:
         for r in self.runtimes:
@@ -186,6 +189,7 @@ def parse_target(path: Path) -> Target:
         budgets=_budgets(where, data.get("budgets"), measure.latency_stat),
         bundle=_flag(where, "bundle", data.get("bundle", False)),
         arch=_text(where, "arch", data.get("arch", ""), empty_ok=True),
+        parity_floor=_section(ParityFloor, data.get("parity_floor"), f"{where}: parity_floor"),
     )
 
 

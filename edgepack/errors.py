@@ -30,6 +30,12 @@ class MissingDependency(UsageError):
     """A runtime or library is not installed; the message names the pip extra that brings it (exit 2)."""
 
 
+class ParityBelowFloor(EdgepackError):
+    """An artifact computes too differently from eager PyTorch to ship (exit 3, like a failed budget)."""
+
+    exit_code = 3
+
+
 class ToolError(EdgepackError):
     """A library or external tool failed in a way the user did not cause (exit 1)."""
 

@@ -45,10 +45,25 @@ def parity(name: str, session: "Session", bundle: "ModelBundle", data: ArrayData
     got = session_outputs(session, data.arrays)
     if ref.shape != got.shape:
         raise ToolError(f"{name}: output shape {got.shape} differs from eager {ref.shape}")
-    diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
-    flat_ref, flat_got = ref.reshape(len(ref), -1), got.reshape(len(got), -1)
-    agreement = float(np.mean(flat_ref.argmax(1) == flat_got.argmax(1)))
-    return Parity(name, len(data), float(diff.max()), float(diff.mean()), agreement, data.name)
+    return compare_outputs(name, ref, got, bundle.provenance.task, data.name)
+
+
+def compare_outputs(name: str, ref: np.ndarray, got: np.ndarray, task: str, inputs_from: str) -> Parity:
+    """Every figure of how close `got` is to `ref`; class agreement only where the task has classes."""
+    ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
+    diff = np.abs(ref64 - got64)
+    flat_ref, flat_got = ref64.reshape(len(ref), -1), got64.reshape(len(got), -1)
+    norms = np.linalg.norm(flat_ref, axis=1) * np.linalg.norm(flat_got, axis=1)
+    both_zero = norms == 0
+    cosines = np.where(both_zero, 1.0, np.sum(flat_ref * flat_got, axis=1) / np.where(both_zero, 1.0, norms))
+    relative = float(np.linalg.norm(ref64 - got64) / (np.linalg.norm(ref64) or 1.0))
+    agreement = None
+    if task == "classification":
+        agreement = float(np.mean(flat_ref.argmax(1) == flat_got.argmax(1)))
+    elif task == "segmentation":
+        agreement = float(np.mean(ref.argmax(1) == got.argmax(1)))
+    return Parity(name, len(ref), float(diff.max()), float(diff.mean()), agreement, inputs_from,
+                  relative_error=relative, cosine=float(np.mean(cosines)), task=task)
 
 
 def _accuracy(name: str, logits: np.ndarray, data: ArrayDataset) -> Accuracy:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 from edgepack import __version__
 from edgepack.plan import EAGER, BuildPlan, check_writable
 from edgepack.progress import Progress, SilentProgress
-from edgepack.errors import EdgepackError
+from edgepack.errors import EdgepackError, ParityBelowFloor
 from edgepack.records import (Accuracy, Artifact, Measurement, Parity, Provenance, Report, Robustness,
                               RuntimeFailure, StageTiming)
 
@@ -81,17 +81,22 @@ def execute(plan: BuildPlan, progress: Optional[Progress] = None) -> Report:
                 _build_runtime(planned, runtimes[planned.name], plan, bundle, data, qat, staging, measurer, progress,
                                results)
             except Exception as exc:  # contained: the other runtimes' artifacts still ship
-                if len(plan.runtimes) == 1:
+                # one runtime has nothing else to ship, except when its artifact was built but judged wrong: the
+                # report then shows the figures
+                if len(plan.runtimes) == 1 and not isinstance(exc, ParityBelowFloor):
                     raise
                 failures.append(_failure(planned.name, results, exc))
                 progress.warn(f"{planned.name} failed at {results.stage} of {results.current}: "
-                              f"{failures[-1].reason}; the other runtimes go on")
+                              f"{failures[-1].reason}" + ("; the other runtimes go on" if len(plan.runtimes) > 1
+                                                          else ""))
             artifacts.update(results.artifacts)
             parity += results.parity
             accuracy += results.accuracy
             robustness += results.robustness
             measurements += results.measurements
-        if failures and len(failures) == len(plan.runtimes):
+        judged_wrong = {f.artifact for f in failures
+                        if f.stage == "parity" and f.exit_code == ParityBelowFloor.exit_code}
+        if failures and len(failures) == len(plan.runtimes) and not judged_wrong:
             first = failures[0]
             raise _AllRuntimesFailed(first.exit_code, "; ".join(f"{f.runtime}: {f.reason}" for f in failures),
                                      first.evidence)
@@ -99,11 +104,11 @@ def execute(plan: BuildPlan, progress: Optional[Progress] = None) -> Report:
             edgepack_version=__version__,
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             target=plan.target.name, out_dir=str(out), model=bundle.provenance,
-            shipping=tuple(name for name in plan.shipping if name in artifacts),
+            shipping=tuple(name for name in plan.shipping if name in artifacts and name not in judged_wrong),
             artifacts=tuple(artifacts.values()), parity=tuple(parity), accuracy=tuple(accuracy),
             robustness=tuple(robustness), measurements=tuple(measurements), budgets=plan.budgets,
             warnings=tuple(warnings), failures=tuple(failures), timings=progress.timings(),
-            versions=_versions(runtimes.values()), host=host_info(),
+            versions=_versions(runtimes.values()), host=host_info(), parity_floor=plan.parity_floor.describe(),
         )
         report = replace(report, verdicts=tuple(judge(report)))
         with progress.stage("writing report"):
@@ -112,6 +117,8 @@ def execute(plan: BuildPlan, progress: Optional[Progress] = None) -> Report:
             report = publish(report, out, data.calibration, threads, plan.bundle, progress.warn)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if not report.shipping:  # every artifact that was to ship was judged wrong: nothing to hand over
+        raise ParityBelowFloor(f"nothing ships: {'; '.join(f.reason for f in failures)} (report: {out}/report.json)")
     return report
 
 
@@ -219,6 +226,9 @@ def _build_runtime(planned: "PlannedRuntime", runtime: "Runtime", plan: BuildPla
         with progress.stage(f"{artifact.name}: parity against eager"):
             session = exporting.open_session(runtime, artifact, threads)
             results.parity.append(evaluate.parity(artifact.name, session, bundle, data.parity))
+            shortfall = plan.parity_floor.shortfall(results.parity[-1])
+            if shortfall:
+                raise ParityBelowFloor(f"{artifact.name} {shortfall}; it does not ship (see --parity-floor)")
             if data.eval is not None:
                 results.accuracy.append(evaluate.artifact_accuracy(artifact.name, session, data.eval))
                 if plan.robustness:

@@ -9,7 +9,7 @@ its true parent, which artifact ships per runtime, what data each stage needs, w
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -18,6 +18,7 @@ from edgepack.config import Target, load_target, target_budgets
 from edgepack.errors import MissingDependency, UsageError
 from edgepack.models.request import ModelRequest, check_model_request
 from edgepack.records import Budget
+from edgepack.tasks import ParityFloor
 
 if TYPE_CHECKING:
     from edgepack.compress import PassConfig
@@ -52,6 +53,7 @@ class BuildRequest:
     qat_epochs: Optional[int] = None  # quantization-aware training instead of calibration only
     robustness: bool = False  # accuracy under corruptions of the eval data, for eager and every artifact
     allow_partial: bool = False  # a runtime that fails is reported but does not fail the build
+    parity_floor: Optional[str] = None  # --parity-floor VALUE|off; None: the target's
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ class BuildPlan:
     robustness: bool
     qat_epochs: Optional[int]
     warnings: tuple[str, ...] = ()
+    parity_floor: ParityFloor = field(default_factory=ParityFloor)  # below it, an artifact fails instead of shipping
 
     def steps_of(self, runtime: str) -> tuple[ExportStep, ...]:
         return tuple(s for s in self.steps if s.runtime == runtime)
@@ -166,6 +169,8 @@ def plan(request: BuildRequest, target: Optional[Target] = None) -> BuildPlan:
         passes=tuple(request.passes), out=request.out,
         bundle=target.bundle if request.bundle is None else request.bundle,
         robustness=request.robustness, qat_epochs=qat, warnings=tuple(warnings),
+        parity_floor=(target.parity_floor if request.parity_floor is None
+                      else target.parity_floor.with_value(request.parity_floor)),
     )
 
 

@@ -248,6 +248,8 @@ class Provenance(Record):
     original_input_shape: tuple[int, ...] = ()
     inputs: tuple[ModelInput, ...] = ()  # every input's dtype and valid values (empty in reports before 0.2)
     original_inputs: str = ""  # the original's --input-shape, written the way the option takes it
+    task: str = "classification"  # classification | regression | segmentation | embedding
+    task_how: str = ""  # "--task", or what in the output's shape it was inferred from
 
 
 @dataclass(frozen=True)
@@ -368,8 +370,13 @@ class Parity(Record):
     samples: int
     max_abs_diff: float
     mean_abs_diff: float
-    top1_agreement: float  # fraction in [0, 1]
+    # how often the artifact picks eager's class: per sample for classification, per pixel (axis 1) for segmentation;
+    # None for regression and embeddings, where a class means nothing
+    top1_agreement: Optional[float]
     inputs_from: str  # which data the comparison ran on
+    relative_error: float = 0.0  # ||artifact - eager|| / ||eager|| over every output value
+    cosine: Optional[float] = None  # mean over samples of the cosine similarity of the flattened outputs
+    task: str = "classification"  # what the output is, which decides the figure judged by the parity floor
 
 
 @dataclass(frozen=True)
@@ -496,6 +503,7 @@ class Report(Record):
     timings: tuple[StageTiming, ...] = ()
     versions: dict[str, str] = field(default_factory=dict)
     host: dict[str, Any] = field(default_factory=dict)
+    parity_floor: str = ""  # the floor artifacts were held to, as ParityFloor.describe() wrote it
 
     @property
     def passed(self) -> bool:

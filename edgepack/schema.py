@@ -105,6 +105,7 @@ def target_schema() -> dict[str, Any]:
     from edgepack import config
     from edgepack.budgets import METRICS
     from edgepack.runtimes import REGISTRY, runtime_class
+    from edgepack.tasks import ParityFloor
 
     names = list(REGISTRY)
     sections = {name: {"anyOf": [{"type": "null"},
@@ -139,6 +140,8 @@ def target_schema() -> dict[str, Any]:
             "properties": {metric: {"type": "string", "pattern": _budget_pattern(table), "description": how}
                            for metric, (_unit, table, how) in METRICS.items()}}]},
         "bundle": {"type": "boolean", "default": False, "description": keys["bundle"]},
+        "parity_floor": {"anyOf": [{"type": "null"},
+                                   dataclass_schema(ParityFloor, description=keys["parity_floor"])]},
     }
     if set(properties) != set(keys):
         raise TypeError(f"target_schema() describes {sorted(properties)}; config.TARGET_KEYS lists {sorted(keys)}")

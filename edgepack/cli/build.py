@@ -28,6 +28,9 @@ from edgepack.runtimes import REGISTRY
               "target's, p90).")
 @click.option("--require-full-delegation", is_flag=True, help="Fail (exit 3) if any op of an ExecuTorch artifact "
               "stays outside the XNNPACK delegate.")
+@click.option("--parity-floor", metavar="VALUE|off", help="The least agreement with eager PyTorch an artifact "
+              "needs to ship: class agreement (classification, per pixel for segmentation) or cosine (embedding) at "
+              "least VALUE, relative error (regression) at most VALUE. Default: the target's (0.90, 0.98, 0.10).")
 @click.option("--allow-partial", is_flag=True, help="When one runtime fails (export, parity or measurement), ship "
               "the others and exit 0 if they meet the budgets; without it the failure is reported and exits 3.")
 @click.option("--qat", "qat_epochs", type=int, metavar="EPOCHS", help="Quantization-aware training (PT2E) for the "
@@ -54,7 +57,8 @@ from edgepack.runtimes import REGISTRY
               "(default build/<model>/<target>).")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json on stdout instead of the table.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr (results and warnings are still printed).")
-def command(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str], target: str,
+def command(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str], task: str,
+            target: str, parity_floor: Optional[str],
             runtimes: tuple[str, ...], precision: Optional[str], latency_stat: Optional[str],
             require_full_delegation: bool, allow_partial: bool, qat_epochs: Optional[int], robustness: bool,
             bundle: Optional[bool], calibration: Optional[str], calibration_samples: Optional[int],
@@ -70,13 +74,13 @@ def command(model_spec: str, factory: Optional[str], trust_checkpoint: bool, inp
     if runtimes and runtime_list is None:
         raise UsageError("--runtime is empty; name a runtime (see `edgepack targets`) or all")
     request = BuildRequest(
-        model=model_request(model_spec, factory, trust_checkpoint, input_shape), target=target,
+        model=model_request(model_spec, factory, trust_checkpoint, input_shape, task=task), target=target,
         runtimes=runtime_list, precision=precision, calibration=calibration,
         calibration_samples=calibration_samples, eval=eval_data, train=options.get("train"), threads=threads,
         runs=runs, out=out, budgets=tuple(budgets_given(options, latency_stat or target_file.latency_stat)),
         passes=pass_configs(options), require_full_delegation=require_full_delegation, bundle=bundle,
         device=device, runners=runner_pairs(runners), qat_epochs=qat_epochs, robustness=robustness,
-        allow_partial=allow_partial,
+        allow_partial=allow_partial, parity_floor=parity_floor,
     )
     build_plan = plan(request, target_file)  # every model-free check, before torch is imported
 

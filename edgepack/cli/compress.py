@@ -20,7 +20,7 @@ from edgepack.errors import UsageError
                    "the same name with .json.")
 @click.option("--json", "as_json", is_flag=True, help="Print the provenance with every pass record as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
-def command(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str],
+def command(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str], task: str,
             eval_data: Optional[str], out: Path, as_json: bool, quiet: bool, **options: Any) -> None:
     """Apply compression passes to a model and save it as a .pt2 (feed it to `edgepack build --model`)."""
     from edgepack.cli.output import Output
@@ -34,7 +34,7 @@ def command(model_spec: str, factory: Optional[str], trust_checkpoint: bool, inp
 
         kinds = ", ".join(f"--{cls.kind}" for cls in registered_passes())
         raise UsageError(f"no compression pass given; use {kinds} or --recipe")
-    request = model_request(model_spec, factory, trust_checkpoint, input_shape)
+    request = model_request(model_spec, factory, trust_checkpoint, input_shape, task=task)
     check_writable(out.parent, "--out")
 
     from edgepack.pipeline import compress_model

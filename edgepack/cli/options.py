@@ -43,6 +43,10 @@ def model_options(fn: Callable) -> Callable:
                                                              "a dtype: 1x128:int64; several inputs by forward "
                                                              "parameter: input_ids=1x128:int64,attention_mask=1x128:"
                                                              "int64. Default: what the model or zoo declares."),
+        click.option("--task", type=click.Choice(["auto", "classification", "regression", "segmentation",
+                                                  "embedding"]), default="auto", show_default=True,
+                     help="What the output is; it picks the parity figure (class agreement, per-pixel agreement, "
+                          "relative error, cosine) and the accuracy metric. auto: from the output's shape."),
     ])
 
 
@@ -98,11 +102,11 @@ def pass_configs(kw: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def model_request(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str],
-                  option: str = "--model") -> Any:
+                  option: str = "--model", task: str = "auto") -> Any:
     """The model options as a ModelRequest, checked as far as they can be without torch (files, forms, sizes)."""
     from edgepack.models.request import ModelRequest, check_model_request, parse_input_specs
 
     inputs = parse_input_specs(input_shape) if input_shape is not None else ()
-    request = ModelRequest(model_spec, inputs, factory, trust_checkpoint)
+    request = ModelRequest(model_spec, inputs, factory, trust_checkpoint, task)
     check_model_request(request, option)
     return request

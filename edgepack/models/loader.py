@@ -22,10 +22,11 @@ from edgepack.models import zoo
 from edgepack.models.bundle import ModelBundle
 from edgepack.models.inputs import (SINGLE_INPUT_NAME, bind_example, example_from_specs, input_domains,
                                     synthetic_example)
-from edgepack.models.outputs import OutputSelector, describe_output
+from edgepack.models.outputs import OutputSelector, describe_output, select
 from edgepack.models.request import (InputSpec, ModelRequest, check_callable_spec,
                                      check_input_shape, check_model_request, input_specs_text, spec_kind)
 from edgepack.records import ModelInput, PassRecord, Provenance
+from edgepack.tasks import infer_task
 from edgepack.training import set_eval
 
 
@@ -63,6 +64,7 @@ def load_model(request: ModelRequest) -> tuple[ModelBundle, Optional[zoo.ZooEntr
     selector = describe_output(output)
     if selector != "tensor":
         module = set_eval(OutputSelector(module, selector))
+    task, task_how = infer_task(tuple(select(output, selector).shape), request.task)
     params, macs = count_params_and_macs(module, inputs)
     if macs <= 0 and loaded.passes:
         macs = loaded.passes[-1].macs_after  # an unlifted .pt2 hides its layers from the counter; its record knows
@@ -82,6 +84,8 @@ def load_model(request: ModelRequest) -> tuple[ModelBundle, Optional[zoo.ZooEntr
         original_input_shape=loaded.original_input_shape,
         inputs=domains,
         original_inputs=loaded.original_inputs,
+        task=task,
+        task_how=task_how,
     )
     return ModelBundle(module, inputs, names, provenance, load_warnings=loaded.warnings), entry
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from edgepack.errors import UsageError
+from edgepack.tasks import TASKS
 
 SPEC_FORMS = "zoo:NAME, path/to/file.py:callable, package.module:callable, a .pt2 file, or a .pt/.pth checkpoint"
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
@@ -41,6 +42,7 @@ class ModelRequest:
     inputs: tuple[InputSpec, ...] = ()  # from --input-shape; empty: the model, its factory or the zoo says
     factory: Optional[str] = None
     trust_checkpoint: bool = False
+    task: str = "auto"  # classification | regression | segmentation | embedding; auto: from the output's shape
 
 
 def parse_input_specs(text: str, option: str = "--input-shape") -> tuple[InputSpec, ...]:
@@ -130,6 +132,8 @@ def check_model_request(request: ModelRequest, option: str = "--model") -> None:
         check_callable_spec(request.factory, "--factory")
     for input_spec in request.inputs:
         check_input_shape(input_spec.shape, dtype=input_spec.dtype)
+    if request.task not in ("auto", *TASKS):
+        raise UsageError(f"--task {request.task!r} is not one of auto, {', '.join(TASKS)}")
 
 
 def check_callable_spec(spec: str, option: str) -> None:

@@ -7,7 +7,7 @@ from typing import Optional
 
 from edgepack.fileio import atomic_write_text
 from edgepack.gates import describe_failure, format_value
-from edgepack.records import Report
+from edgepack.records import Parity, Report
 
 
 def write_json(report: Report, path: Path) -> None:
@@ -37,11 +37,22 @@ def artifact_rows(report: Report) -> list[dict[str, str]]:
             "peak memory": "n/a" if m is None or m.peak_over_baseline_bytes is None
             else format_value(m.peak_over_baseline_bytes, "bytes"),
             "max abs diff": "n/a" if p is None else f"{p.max_abs_diff:.2e}",
-            "top-1 agree": "n/a" if p is None else _pct(p.top1_agreement),
+            "parity": "n/a" if p is None else parity_figure(p),
             "accuracy": "n/a" if acc is None else _pct(acc.top1),
             "budgets": budgets,
         })
     return rows
+
+
+def parity_figure(p: Parity) -> str:
+    """The figure the parity floor judges for the artifact's task, short enough for a table cell."""
+    if p.task == "classification" and p.top1_agreement is not None:
+        return f"{_pct(p.top1_agreement)} top-1"
+    if p.task == "segmentation" and p.top1_agreement is not None:
+        return f"{_pct(p.top1_agreement)} pixels"
+    if p.task == "embedding" and p.cosine is not None:
+        return f"cos {p.cosine:.4f}"
+    return f"rel err {p.relative_error:.2e}"
 
 
 def fastest_within_budgets(report: Report) -> Optional[str]:
@@ -65,6 +76,9 @@ def markdown(report: Report) -> str:
               f"{f'{model.macs:,}' if model.macs >= 0 else 'unknown'} MACs, "
               f"input {' , '.join('x'.join(map(str, s)) for s in model.input_shapes)}, output taken: "
               f"`{model.output_taken}`"]
+    lines.append(f"- Task: {model.task}" + (f" ({model.task_how})" if model.task_how else ""))
+    if any(d.kind != "float" for d in model.inputs) or len(model.inputs) > 1:
+        lines.append("- Inputs: " + "; ".join(d.describe() for d in model.inputs))
     where = {m.where + f", {m.threads} thread(s)" for m in report.measurements}
     if where:
         lines.append(f"- Measured on: {'; '.join(sorted(where))}")
@@ -96,6 +110,8 @@ def markdown(report: Report) -> str:
                          f"{format_value(v.observed, v.unit)} | {format_value(v.margin, v.unit)} | "
                          f"{'pass' if v.passed else 'FAIL' + (' — ' + v.reason if v.reason else '')} |")
         lines.append("")
+    if report.parity:
+        lines += parity_table(report)
     if model.passes:
         lines += ["## Compression", "", "| pass | params | MACs | accuracy | seconds |", "|---|---|---|---|---|"]
         for p in model.passes:
@@ -141,6 +157,19 @@ def markdown(report: Report) -> str:
         lines += [f"| {t.stage} | {t.seconds:.1f} |" for t in report.timings]
         lines.append("")
     return "\n".join(lines)
+
+
+def parity_table(report: Report) -> list[str]:
+    """Every parity figure per artifact; the floor judges the one that fits the task."""
+    lines = ["## Parity against eager PyTorch", "",
+             f"Parity floor: {report.parity_floor or 'not recorded'}.", "",
+             "| artifact | task | samples | max abs diff | mean abs diff | relative error | cosine | agreement |",
+             "|---|---|---|---|---|---|---|---|"]
+    for p in report.parity:
+        cosine = "n/a" if p.cosine is None else f"{p.cosine:.5f}"
+        lines.append(f"| {p.artifact} | {p.task} | {p.samples} | {p.max_abs_diff:.3e} | {p.mean_abs_diff:.3e} | "
+                     f"{p.relative_error:.3e} | {cosine} | {_pct(p.top1_agreement)} |")
+    return lines + ["", f"Inputs: {report.parity[0].inputs_from}.", ""]
 
 
 def robustness_table(report: Report) -> list[str]:
