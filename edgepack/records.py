@@ -330,6 +330,9 @@ class Artifact(Record):
     # runtime session settings the artifact must run with (e.g. an ONNX Runtime optimizer turned off because it
     # computes a wrong result on this graph); the manifest carries them so the app sets them too
     session_options: dict[str, str] = field(default_factory=dict)
+    # int8 artifacts: the share of weight values (constant tensors of 2+ dimensions) stored in 8 bits; what is left
+    # runs on float kernels, so a low share means an "int8" file that is mostly float
+    int8_weight_share: Optional[float] = None
 
     @classmethod
     def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:

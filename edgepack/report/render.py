@@ -121,7 +121,12 @@ def markdown(report: Report) -> str:
         lines.append("")
     lines += ["## Artifacts", ""]
     for a in report.artifacts:
-        lines.append(f"- `{Path(a.path).name}`: {a.runtime} {a.precision}, {a.scheme}; sha256 `{a.sha256[:16]}…`")
+        share = "" if a.int8_weight_share is None else f"; {a.int8_weight_share:.0%} of weights in 8 bits"
+        lines.append(f"- `{Path(a.path).name}`: {a.runtime} {a.precision}, {a.scheme}{share}; sha256 "
+                     f"`{a.sha256[:16]}…`")
+        if a.session_options:
+            lines.append("  - session settings it must run with: "
+                         + ", ".join(f"{k}={v}" for k, v in a.session_options.items()))
         for note in a.notes:
             lines.append(f"  - {note}")
         d = a.delegation

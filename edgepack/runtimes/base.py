@@ -38,6 +38,7 @@ Session = Callable[[Sequence["np.ndarray"]], list["np.ndarray"]]
 PRECISIONS = ("fp32", "int8")
 INT8_SOURCES = ("eager", "fp32")  # the values `int8_from` may declare
 EAGER = "eager"  # the parent of an artifact exported straight from the PyTorch model
+MOSTLY_FLOAT = 0.5  # an int8 artifact with less of its weights in 8 bits than this gets a warning note
 
 OptionsT = TypeVar("OptionsT", bound="RuntimeOptions")
 ValueT = TypeVar("ValueT")
@@ -207,15 +208,26 @@ class RuntimeBase:
                       outputs: tuple[TensorSpec, ...], scheme: str, dynamic_batch: bool | None = None,
                       ops: tuple[OpCount, ...] = (), float_ops: tuple[OpCount, ...] = (),
                       delegation: Delegation | None = None, simplification: Simplification | None = None,
-                      calibration: CalibrationInfo | None = None, notes: Sequence[str] = ()) -> Artifact:
-        """The Artifact record of a file this runtime just wrote (size and sha256 read from disk)."""
+                      calibration: CalibrationInfo | None = None, notes: Sequence[str] = (),
+                      weight_census: tuple[int, int] | None = None) -> Artifact:
+        """The Artifact record of a file this runtime just wrote (size and sha256 read from disk).
+
+        `weight_census`: (weight values stored in 8 bits, weight values stored otherwise), for int8 artifacts."""
         from edgepack.fileio import sha256_file
 
+        share = None
+        total = weight_census[0] + weight_census[1] if weight_census is not None else 0
+        if request.precision == "int8" and weight_census is not None and total:
+            share = weight_census[0] / total
+            if share < MOSTLY_FLOAT:
+                notes = (*notes, f"only {share:.0%} of the weights are stored in 8 bits: most of this int8 artifact "
+                                 f"runs on float kernels, so expect fp32-like size and speed")
         return Artifact(name=f"{self.name}-{request.tag}", path=str(path), format=self.file_format, runtime=self.name,
                         precision=request.precision, size_bytes=path.stat().st_size, sha256=sha256_file(path),
                         inputs=inputs, outputs=outputs, parent=request.parent_name, scheme=scheme,
                         dynamic_batch=dynamic_batch, ops=ops, float_ops=float_ops, delegation=delegation,
-                        simplification=simplification, calibration=calibration, notes=tuple(notes))
+                        simplification=simplification, calibration=calibration, notes=tuple(notes),
+                        int8_weight_share=share)
 
     # ---- hooks a runtime overrides when it has the capability ------------------------------------------------------
     def bundle_snippet(self, artifact: Artifact, threads: int, versions: Mapping[str, str]) -> str | None:
@@ -237,6 +249,23 @@ def typed_options(request: ExportRequest, options_type: type[OptionsT]) -> Optio
     if type(options) is RuntimeOptions:
         return options_type()
     raise ToolError(f"export expected {options_type.__name__}, got {type(options).__name__}")
+
+
+def count_weights(tensors: Iterable[tuple[Sequence[int], str]]) -> tuple[int, int]:
+    """(values in 8-bit tensors, values in other tensors) over constant tensors of 2+ dimensions, given as
+    (shape, dtype name): the weights of convolutions, linear layers and embeddings, not biases or scales."""
+    import math
+
+    eight = other = 0
+    for shape, dtype in tensors:
+        if len(shape) < 2:
+            continue
+        n = math.prod(int(d) for d in shape)
+        if dtype in ("int8", "uint8"):
+            eight += n
+        else:
+            other += n
+    return eight, other
 
 
 def op_census(counts: Mapping[str, int]) -> tuple[OpCount, ...]:

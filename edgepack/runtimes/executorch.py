@@ -33,6 +33,7 @@ from edgepack.runtimes.base import (
     Session,
     calibration_info,
     checked_load,
+    count_weights,
     op_census,
     option,
     typed_options,
@@ -129,7 +130,8 @@ class ExecuTorchRuntime(RuntimeBase):
 
         return self.describe_file(final, request, inputs=_input_specs(bundle), outputs=_output_specs(program),
                                   scheme=scheme, dynamic_batch=False, delegation=delegation,
-                                  calibration=calibration, notes=_notes(delegation))
+                                  calibration=calibration, notes=_notes(delegation),
+                                  weight_census=_weight_census(program))
 
     def _quantized_program(self, bundle: ModelBundle, request: ExportRequest) -> Any:  # post-training
         import torch
@@ -302,6 +304,19 @@ def _delegation(graph: Any, configured: set[str], why: dict[str, list[str]]) -> 
         fallback_ops=tuple(FallbackOp(op, count, "; ".join(portable_reasons[op]))
                            for op, count in sorted(portable.items())),
     )
+
+
+def _weight_census(program: Any) -> tuple[int, int]:
+    """Weight values in 8 bits vs otherwise, over the parameters, buffers and constants the exported program's graph
+    uses (the quantized program holds its weights as int8 constants before lowering packs them into the delegate;
+    the float originals it no longer reads are not counted)."""
+    signature = program.graph_signature
+    sources = {**signature.inputs_to_parameters, **signature.inputs_to_buffers,
+               **signature.inputs_to_lifted_tensor_constants}
+    tensors = {**program.state_dict, **program.constants}
+    used = [tensors[sources[node.name]] for node in program.graph.nodes
+            if node.op == "placeholder" and node.name in sources and node.users and sources[node.name] in tensors]
+    return count_weights((tuple(t.shape), str(t.dtype).replace("torch.", "")) for t in used)
 
 
 def _kernels(executorch_program: Any) -> tuple[str, ...]:

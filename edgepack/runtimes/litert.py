@@ -26,6 +26,7 @@ from edgepack.runtimes.base import (
     Session,
     calibration_info,
     checked_load,
+    count_weights,
     op_census,
     typed_options,
 )
@@ -112,11 +113,12 @@ class LiteRTRuntime(RuntimeBase):
                 raise ToolError(f"litert could not write {final.name}: {one_line(exc)}") from exc
             # Read the file back before it gets its final name: a file the interpreter can't open is not an artifact.
             inputs, outputs, ops, float_ops = _describe(tmp, bundle)
+            weights = _weight_census(tmp)
         # in an fp32 model every op runs on float kernels: the census says something only for int8
         float_ops = float_ops if request.precision == "int8" else ()
         return self.describe_file(final, request, inputs=inputs, outputs=outputs, scheme=scheme,
                                   dynamic_batch=False, ops=ops, float_ops=float_ops, calibration=calibration,
-                                  notes=_notes(float_ops))
+                                  notes=_notes(float_ops), weight_census=weights)
 
     # ------------------------------------------------------------------ the app and the phone
 
@@ -231,6 +233,25 @@ def _describe(path: Path, bundle: ModelBundle) -> tuple[tuple[TensorSpec, ...], 
         if name not in _CONVERSION_OPS and "float32" in operand_types:
             float_ops[name] += 1
     return inputs, outputs, op_census(ops), op_census(float_ops)
+
+
+def _weight_census(path: Path) -> tuple[int, int]:
+    """Weight values in 8 bits vs otherwise, over the constant tensors of the .tflite (read from its flatbuffer:
+    a tensor whose buffer holds data is a constant)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    model = schema.Model.GetRootAs(path.read_bytes(), 0)
+    constants = []
+    for g in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(g)
+        for t in range(subgraph.TensorsLength()):
+            tensor = subgraph.Tensors(t)
+            buffer = model.Buffers(tensor.Buffer())
+            if buffer is not None and (buffer.DataLength() > 0 or buffer.Size() > 0):
+                constants.append((tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else (),
+                                  type_names.get(tensor.Type(), "other")))
+    return count_weights(constants)
 
 
 def _notes(float_ops: tuple[OpCount, ...]) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from edgepack.runtimes.base import (
     ExportRequest,
     RuntimeBase,
     checked_load,
+    count_weights,
     RuntimeOptions,
     Session,
     op_census,
@@ -124,7 +125,8 @@ class OnnxRuntime(RuntimeBase):
         inputs, outputs = onnx_io_specs(final)
         artifact = self.describe_file(final, request, inputs=inputs, outputs=outputs, scheme=scheme,
                                       dynamic_batch=dynamic, ops=op_census(op_counts(final)),
-                                      simplification=simplification, calibration=calibration, notes=notes)
+                                      simplification=simplification, calibration=calibration, notes=notes,
+                                      weight_census=onnx_weight_census(final))
         return dataclasses.replace(artifact, session_options=settings) if settings else artifact
 
     def _settings_that_agree(self, path: Path, request: ExportRequest, notes: list[str]) -> dict[str, str]:
@@ -363,6 +365,15 @@ def op_counts(path: Path) -> dict[str, int]:
     for node in onnx.load(str(path), load_external_data=False).graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def onnx_weight_census(path: Path) -> tuple[int, int]:
+    """Weight values in 8 bits vs otherwise, over the graph's initializers."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return count_weights((tuple(t.dims), onnx.helper.tensor_dtype_to_np_dtype(t.data_type).name)
+                         for t in graph.initializer)
 
 
 def op_count_total(path: Path) -> int:

@@ -243,6 +243,9 @@ def test_exports_fp32_and_int8_that_load_agree_with_eager_and_measure(name, digi
     assert int8.parent == ("eager" if runtime.int8_from == "eager" else fp32.name)
     assert int8.calibration is not None and 0 < int8.calibration.samples <= 32
     assert int8.size_bytes < fp32.size_bytes / 2, (int8.size_bytes, fp32.size_bytes)
+    # every conv and linear weight of the CNN is stored in 8 bits; fp32 artifacts carry no share
+    assert int8.int8_weight_share is not None and int8.int8_weight_share > 0.95, int8.int8_weight_share
+    assert fp32.int8_weight_share is None
 
     # both load and agree with eager PyTorch: fp32 tightly, int8 on the argmax
     x = test.inputs[:64]
