@@ -333,6 +333,9 @@ class Artifact(Record):
     # int8 artifacts: the share of weight values (constant tensors of 2+ dimensions) stored in 8 bits; what is left
     # runs on float kernels, so a low share means an "int8" file that is mostly float
     int8_weight_share: Optional[float] = None
+    # how the file was produced when a runtime has more than one way (e.g. "torch.onnx dynamo exporter", or its
+    # TorchScript exporter after the dynamo one refused the model); the reason for a fallback is in `notes`
+    export_path: str = ""
 
     @classmethod
     def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:

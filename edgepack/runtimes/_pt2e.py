@@ -8,7 +8,7 @@ this module stays cheap.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from edgepack.data.dataset import feed_array
@@ -84,7 +84,46 @@ def quantize_static(bundle: ModelBundle, quantizer: Any, calibration: ArrayDatas
                 prepared(*batch)
         return convert_pt2e(prepared, fold_quantize=fold_quantize)
     except Exception as exc:
-        raise rejection(runtime, "PT2E quantization", exc) from exc
+        rejected = rejection(runtime, "PT2E quantization", exc)
+        raise QuantizationRejected(str(rejected)) from exc
+
+
+class QuantizationRejected(UsageError):
+    """The quantizer could not annotate, calibrate or convert the captured graph (the capture itself worked)."""
+
+
+WHOLE_GRAPH = "PT2E static int8, whole graph"
+WEIGHTED_LAYERS_ONLY = "PT2E static int8 on Linear and Conv layers only (whole-graph quantization failed)"
+
+
+def quantize_with_fallback(bundle: ModelBundle, make_quantizer: Callable[[bool], Any],
+                           calibration: ArrayDataset | None, runtime: str,
+                           fold_quantize: bool = True) -> tuple[torch.fx.GraphModule, Any, str, list[str]]:
+    """Quantize the whole graph; when the quantizer rejects it (an op it annotates but cannot handle, e.g. integer
+    index arithmetic or a recurrent cell), quantize only the Linear and Conv layers and leave every other op float.
+
+    `make_quantizer(weighted_only)` builds the runtime's quantizer either way. Returns (graph, the quantizer used,
+    the path taken, notes saying why when it fell back)."""
+    quantizer = make_quantizer(False)
+    try:
+        return quantize_static(bundle, quantizer, calibration, runtime, fold_quantize), quantizer, WHOLE_GRAPH, []
+    except QuantizationRejected as whole:
+        quantizer = make_quantizer(True)
+        try:
+            graph = quantize_static(bundle, quantizer, calibration, runtime, fold_quantize)
+        except QuantizationRejected:
+            raise whole from None
+        reason = str(whole).split("rejected the model: ", 1)[-1]
+        return graph, quantizer, WEIGHTED_LAYERS_ONLY, [
+            f"whole-graph int8 quantization was rejected ({reason}); only Linear and Conv layers were quantized, "
+            f"every other op runs in float"]
+
+
+def weighted_layer_types() -> tuple[type, ...]:
+    """The module types `quantize_with_fallback` quantizes when the whole graph cannot be."""
+    from torch import nn
+
+    return (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
 def keep_integer_arithmetic(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:

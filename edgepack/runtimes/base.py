@@ -219,6 +219,11 @@ class RuntimeBase:
         total = weight_census[0] + weight_census[1] if weight_census is not None else 0
         if request.precision == "int8" and weight_census is not None and total:
             share = weight_census[0] / total
+            if share == 0:  # an "int8" file that is the fp32 one under another name must not ship as int8
+                path.unlink(missing_ok=True)
+                why = "".join(f"; {n}" for n in notes if "rejected" in n)
+                raise UsageError(f"{self.name} int8: the quantizer left every weight in float (0 of {total:,} "
+                                 f"values in 8 bits){why}")
             if share < MOSTLY_FLOAT:
                 notes = (*notes, f"only {share:.0%} of the weights are stored in 8 bits: most of this int8 artifact "
                                  f"runs on float kernels, so expect fp32-like size and speed")

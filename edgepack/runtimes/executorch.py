@@ -23,8 +23,9 @@ from edgepack.runtimes._fixed_batch import run_in_chunks
 from edgepack.runtimes._pt2e import (
     calibration_count,
     export_program,
-    quantize_static,
+    quantize_with_fallback,
     rejection,
+    weighted_layer_types,
 )
 from edgepack.runtimes.base import (
     ExportRequest,
@@ -102,12 +103,14 @@ class ExecuTorchRuntime(RuntimeBase):
         self.check_request(request)
         typed_options(request, ExecuTorchOptions)  # validated on construction; xnnpack is the only partitioner
         calibration = None
+        export_path, path_notes = "torch.export, lowered to XNNPACK", list[str]()
         if request.qat is not None:
             program = _qat_program(bundle, request)
+            export_path = "PT2E quantization-aware training, lowered to XNNPACK"
             scheme = (f"{INT8_SCHEME}, quantization-aware training: {request.qat.epochs} epoch(s) on "
                       f"{request.qat.train.name}")
         elif request.precision == "int8":
-            program = self._quantized_program(bundle, request)
+            program, export_path, path_notes = self._quantized_program(bundle, request)
             samples = calibration_count(bundle, request.calibration)
             scheme = f"{INT8_SCHEME}, {samples} calibration samples"
             calibration = calibration_info(request.calibration, samples)
@@ -128,22 +131,32 @@ class ExecuTorchRuntime(RuntimeBase):
         with atomic_path(final) as tmp, open(tmp, "wb") as fh:
             executorch_program.write_to_file(fh)
 
-        return self.describe_file(final, request, inputs=_input_specs(bundle), outputs=_output_specs(program),
+        artifact = self.describe_file(final, request, inputs=_input_specs(bundle), outputs=_output_specs(program),
                                   scheme=scheme, dynamic_batch=False, delegation=delegation,
-                                  calibration=calibration, notes=_notes(delegation),
+                                  calibration=calibration, notes=(*path_notes, *_notes(delegation)),
                                   weight_census=_weight_census(program))
+        return dataclasses.replace(artifact, export_path=export_path)
 
-    def _quantized_program(self, bundle: ModelBundle, request: ExportRequest) -> Any:  # post-training
+    def _quantized_program(self, bundle: ModelBundle, request: ExportRequest) -> tuple[Any, str, list[str]]:
+        """The post-training int8 program, the quantization path taken, and notes on a fallback."""
         import torch
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
             get_symmetric_quantization_config,
         )
 
-        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-        converted = quantize_static(bundle, quantizer, request.calibration, self.name)
+        def make_quantizer(weighted_only: bool) -> Any:
+            config = get_symmetric_quantization_config(is_per_channel=True)
+            if not weighted_only:
+                return XNNPACKQuantizer().set_global(config)
+            quantizer = XNNPACKQuantizer()
+            for layer in weighted_layer_types():
+                quantizer.set_module_type(layer, config)
+            return quantizer
+
+        converted, _, path, notes = quantize_with_fallback(bundle, make_quantizer, request.calibration, self.name)
         try:
-            return torch.export.export(converted, tuple(bundle.example_inputs))
+            return torch.export.export(converted, tuple(bundle.example_inputs)), path, notes
         except Exception as exc:
             raise rejection(self.name, "torch.export of the quantized graph", exc) from exc
 

@@ -7,6 +7,7 @@ session quantizes float inputs with the input scale/zero point and dequantizes o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,7 +19,7 @@ from edgepack.errors import ToolError, one_line
 from edgepack.fileio import atomic_path
 from edgepack.records import Artifact, OpCount, TensorSpec
 from edgepack.runtimes._fixed_batch import run_in_chunks
-from edgepack.runtimes._pt2e import calibration_count, quantize_static, rejection
+from edgepack.runtimes._pt2e import calibration_count, quantize_with_fallback, rejection, weighted_layer_types
 from edgepack.runtimes.base import (
     ExportRequest,
     RuntimeBase,
@@ -95,8 +96,9 @@ class LiteRTRuntime(RuntimeBase):
         self.check_request(request)
         typed_options(request, LiteRTOptions)
         calibration = None
+        export_path, path_notes = "litert_torch.convert", list[str]()
         if request.precision == "int8":
-            converted = self._convert_int8(bundle, request)
+            converted, export_path, path_notes = self._convert_int8(bundle, request)
             samples = calibration_count(bundle, request.calibration)
             scheme = f"{INT8_SCHEME}, {samples} calibration samples"
             calibration = calibration_info(request.calibration, samples)
@@ -116,9 +118,10 @@ class LiteRTRuntime(RuntimeBase):
             weights = _weight_census(tmp)
         # in an fp32 model every op runs on float kernels: the census says something only for int8
         float_ops = float_ops if request.precision == "int8" else ()
-        return self.describe_file(final, request, inputs=inputs, outputs=outputs, scheme=scheme,
-                                  dynamic_batch=False, ops=ops, float_ops=float_ops, calibration=calibration,
-                                  notes=_notes(float_ops), weight_census=weights)
+        artifact = self.describe_file(final, request, inputs=inputs, outputs=outputs, scheme=scheme,
+                                      dynamic_batch=False, ops=ops, float_ops=float_ops, calibration=calibration,
+                                      notes=(*path_notes, *_notes(float_ops)), weight_census=weights)
+        return dataclasses.replace(artifact, export_path=export_path)
 
     # ------------------------------------------------------------------ the app and the phone
 
@@ -155,7 +158,8 @@ class LiteRTRuntime(RuntimeBase):
             except Exception as exc:
                 raise rejection(self.name, "litert_torch.convert", exc) from exc
 
-    def _convert_int8(self, bundle: ModelBundle, request: ExportRequest) -> Any:
+    def _convert_int8(self, bundle: ModelBundle, request: ExportRequest) -> tuple[Any, str, list[str]]:
+        """The converted int8 model, the quantization path taken, and notes on a fallback."""
         import litert_torch
         from litert_torch.quantize.pt2e_quantizer import (
             PT2EQuantizer,
@@ -163,14 +167,25 @@ class LiteRTRuntime(RuntimeBase):
         )
         from litert_torch.quantize.quant_config import QuantConfig
 
-        quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True,
-                                                                                 is_dynamic=False))
+        def make_quantizer(weighted_only: bool) -> Any:
+            config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+            if not weighted_only:
+                return PT2EQuantizer().set_global(config)
+            quantizer = PT2EQuantizer()
+            for layer in weighted_layer_types():
+                quantizer.set_module_type(layer, config)
+            return quantizer
+
         # litert-torch folds the Q/DQ pairs itself, so convert_pt2e must leave them in place.
-        converted = quantize_static(bundle, quantizer, request.calibration, self.name, fold_quantize=False)
+        converted, _, path, notes = quantize_with_fallback(bundle, make_quantizer, request.calibration, self.name,
+                                                           fold_quantize=False)
+        # convert reads only the quantizer's global settings (static, not dynamic), which a quantizer restricted to
+        # some layers does not have: it is given the whole-graph one, the graph already carries its Q/DQ pairs
         with _quiet_progress():
             try:
-                return litert_torch.convert(converted, tuple(bundle.example_inputs),
-                                            quant_config=QuantConfig(pt2e_quantizer=quantizer))
+                return (litert_torch.convert(converted, tuple(bundle.example_inputs),
+                                             quant_config=QuantConfig(pt2e_quantizer=make_quantizer(False))),
+                        path, notes)
             except Exception as exc:
                 raise rejection(self.name, "litert_torch.convert (int8)", exc) from exc
 

@@ -47,6 +47,8 @@ OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC"
 # QLinearAveragePool is wrong when the pooling window is larger than its input, as in EfficientNet's head).
 OPTIMIZER_FALLBACKS: tuple[dict[str, str], ...] = ({"disabled_optimizers": "QDQSelectorActionTransformer"},
                                                    {"graph_optimization_level": "basic"})
+DYNAMO_EXPORTER = "torch.onnx dynamo exporter"
+TORCHSCRIPT_EXPORTER = "torch.onnx TorchScript exporter (the dynamo exporter refused the model)"
 OPTIMIZER_CHECK_SAMPLES = 64
 # the same file under two optimizer settings: only rounding may differ
 OPTIMIZER_AGREEMENT = 0.97
@@ -96,9 +98,10 @@ class OnnxRuntime(RuntimeBase):
         simplification: Simplification | None = None
         calibration: CalibrationInfo | None = None
         settings: dict[str, str] = {}
+        export_path = "onnxruntime.quantization on the fp32 file"
         if request.precision == "fp32":
             with atomic_path(final) as tmp:
-                dynamic = _export_onnx(bundle, tmp, notes)
+                dynamic, export_path = _export_onnx(bundle, tmp, notes)
                 if options.simplify:
                     simplification = _simplify_if_equal(tmp, bundle, notes)
             scheme = "fp32"
@@ -112,6 +115,7 @@ class OnnxRuntime(RuntimeBase):
                 if options.simplify:
                     simplification = _simplify_if_equal(tmp, bundle, notes)
             dynamic = _fixed_batch(final) is None
+            export_path = "PT2E quantization-aware training, then torch.onnx"
             scheme = f"{ONNX_SCHEME}, quantization-aware training: {qat.epochs} epoch(s) on {qat.train.name}"
         else:
             parent = request.parent
@@ -127,7 +131,7 @@ class OnnxRuntime(RuntimeBase):
                                       dynamic_batch=dynamic, ops=op_census(op_counts(final)),
                                       simplification=simplification, calibration=calibration, notes=notes,
                                       weight_census=onnx_weight_census(final))
-        return dataclasses.replace(artifact, session_options=settings) if settings else artifact
+        return dataclasses.replace(artifact, session_options=settings, export_path=export_path)
 
     def _settings_that_agree(self, path: Path, request: ExportRequest, notes: list[str]) -> dict[str, str]:
         """{} when the fully optimized session computes what the file says (the same file under basic
@@ -274,27 +278,40 @@ def _agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
     return float(np.mean(ref.argmax(1) == got.argmax(1)))
 
 
-def _export_onnx(bundle: ModelBundle, path: Path, notes: list[str]) -> bool:
-    """Export with the dynamo exporter; dynamic batch when the model allows it. Returns whether batch is dynamic."""
+def _export_onnx(bundle: ModelBundle, path: Path, notes: list[str]) -> tuple[bool, str]:
+    """Export with the dynamo exporter, dynamic batch when the model allows it; when the dynamo exporter refuses the
+    model outright, with the TorchScript exporter. Returns (whether the batch is dynamic, the path that worked)."""
     import torch
 
     kwargs: dict[str, Any] = {"input_names": list(bundle.input_names), "output_names": ["output"],
-                              "external_data": False, "dynamo": True, "verbose": False}
+                              "external_data": False, "verbose": False}
     dims = tuple({0: torch.export.Dim("batch", min=1, max=4096)} for _ in bundle.example_inputs)
     try:
         with warnings.catch_warnings(), _quiet():
             warnings.simplefilter("ignore")
-            torch.onnx.export(bundle.module, bundle.example_inputs, str(path), dynamic_shapes=dims, **kwargs)
-        return True
+            torch.onnx.export(bundle.module, bundle.example_inputs, str(path), dynamic_shapes=dims, dynamo=True,
+                              **kwargs)
+        return True, DYNAMO_EXPORTER
     except Exception as exc:  # noqa: BLE001 - any refusal of a dynamic batch falls back to a fixed one
-        notes.append(f"exported with a fixed batch: a dynamic batch was refused ({one_line(exc, 160)})")
+        notes.append(f"exported with a fixed batch: a dynamic batch was refused ({exporter_reason(exc)})")
     try:
         with warnings.catch_warnings(), _quiet():
             warnings.simplefilter("ignore")
-            torch.onnx.export(bundle.module, bundle.example_inputs, str(path), **kwargs)
+            torch.onnx.export(bundle.module, bundle.example_inputs, str(path), dynamo=True, **kwargs)
+        return False, DYNAMO_EXPORTER
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types; all mean "this model won't export"
-        raise UsageError(f"the ONNX exporter rejected the model: {exporter_reason(exc)}") from None
-    return False
+        dynamo_reason = exporter_reason(exc)
+    notes.pop()  # the fixed-batch note: the dynamo exporter did not produce the file at all
+    try:
+        with warnings.catch_warnings(), _quiet():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(bundle.module, bundle.example_inputs, str(path), dynamo=False,
+                              dynamic_axes={name: {0: "batch"} for name in bundle.input_names}, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - both exporters refused: say why each did
+        raise UsageError(f"the ONNX exporter rejected the model: {dynamo_reason}; the TorchScript exporter too: "
+                         f"{one_line(exc, 160)}") from None
+    notes.append(f"exported with the TorchScript exporter: the dynamo exporter refused the model ({dynamo_reason})")
+    return True, TORCHSCRIPT_EXPORTER
 
 
 def exporter_reason(exc: BaseException) -> str:

@@ -1,0 +1,77 @@
+"""Second export paths, taken when a runtime's first path refuses the model, and recorded in the report: ONNX's
+TorchScript exporter after the dynamo exporter. A second path can be wrong where the first refused: the parity floor
+is what stops such an artifact. (PT2E's Linear/Conv-only fallback is exercised by the GRU in test_cli_partial.py.)"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgepack.cli import cli
+
+MODELS = '''
+import torch
+from torch import nn
+
+
+class Guarded(nn.Module):
+    """A branch on a value: dynamo cannot guard on data, TorchScript traces the branch the example takes."""
+
+    def __init__(self, always):
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+        self.always = always
+
+    def forward(self, x):
+        value = float(x.abs().sum()) if self.always else float(x.sum())
+        if value >= 0:  # with always=True: true for every input, so the traced branch is the only one
+            return self.fc(x)
+        return self.fc(-x)
+
+
+def guard_always():
+    torch.manual_seed(0)
+    return Guarded(True), torch.randn(1, 16)
+
+
+def guard_on_sign():
+    torch.manual_seed(0)
+    return Guarded(False), torch.ones(1, 16)
+'''
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("fallback") / "fallback_models.py"
+    path.write_text(textwrap.dedent(MODELS))
+    return path
+
+
+def _build(args: list[str], out: Path) -> tuple[int, str, dict]:
+    result = CliRunner().invoke(cli, ["build", *args, "--runs", "3", "--out", str(out), "--quiet"])
+    report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
+    return result.exit_code, result.output, report
+
+
+def test_onnx_falls_back_to_the_torchscript_exporter_and_says_why(models: Path, tmp_path: Path) -> None:
+    code, output, report = _build(["--model", f"{models}:guard_always", "--target", "x86-cpu"], tmp_path / "out")
+    assert code == 0, output
+    fp32 = next(a for a in report["artifacts"] if a["name"] == "onnxruntime-fp32")
+    assert fp32["export_path"].startswith("torch.onnx TorchScript exporter")
+    assert any("the dynamo exporter refused the model (GuardOnDataDependentSymNode" in n for n in fp32["notes"])
+    assert fp32["dynamic_batch"] is True
+    assert all(p["top1_agreement"] == 1.0 for p in report["parity"] if p["artifact"] == "onnxruntime-fp32")
+    assert report["shipping"] == ["onnxruntime-int8"]
+
+
+def test_a_fallback_that_computes_something_else_is_stopped_by_the_parity_floor(models: Path, tmp_path: Path) -> None:
+    """TorchScript traces the positive branch of a sign test; half of all inputs take the other one in PyTorch."""
+    code, output, report = _build(["--model", f"{models}:guard_on_sign", "--target", "x86-cpu", "--precision", "fp32"],
+                                  tmp_path / "out")
+    assert code == 3, output
+    assert "onnxruntime-fp32 agrees with eager PyTorch on" in output and "below the parity floor" in output
+    assert report["shipping"] == [] and report["failures"][0]["stage"] == "parity"
