@@ -66,22 +66,49 @@ def compare_outputs(name: str, ref: np.ndarray, got: np.ndarray, task: str, inpu
                   relative_error=relative, cosine=float(np.mean(cosines)), task=task)
 
 
-def _accuracy(name: str, logits: np.ndarray, data: ArrayDataset) -> Accuracy:
+def _accuracy(name: str, outputs: np.ndarray, data: ArrayDataset, task: str) -> Accuracy:
+    """The task's metric of `outputs` against the data's labels: top-1 (and top-5) of class scores, mean IoU of
+    per-pixel classes, mean cosine to target vectors, mean abs error of regressed values."""
     from edgepack.training import topk_accuracy
 
-    if data.labels is None:
+    labels = data.labels
+    if labels is None:
         raise UsageError(f"{data.name} has no labels; accuracy needs them")
-    logits = logits.reshape(len(logits), -1)
-    top5 = topk_accuracy(logits, data.labels, 5) if logits.shape[1] > 5 else None
-    return Accuracy(name, data.name, len(data), topk_accuracy(logits, data.labels, 1), top5)
+    n = len(outputs)
+    if task == "classification":
+        logits = outputs.reshape(n, -1)
+        top1 = topk_accuracy(logits, labels, 1)
+        top5 = topk_accuracy(logits, labels, 5) if logits.shape[1] > 5 else None
+        return Accuracy(name, data.name, n, top1, top5, value=top1)
+    if task == "segmentation":
+        return Accuracy(name, data.name, n, None, metric="mean IoU", value=mean_iou(outputs.argmax(1), labels,
+                                                                                    outputs.shape[1]))
+    flat, target = outputs.reshape(n, -1).astype(np.float64), labels.reshape(n, -1).astype(np.float64)
+    if task == "embedding":
+        norms = np.linalg.norm(flat, axis=1) * np.linalg.norm(target, axis=1)
+        cosines = np.sum(flat * target, axis=1) / np.where(norms == 0, 1.0, norms)
+        return Accuracy(name, data.name, n, None, metric="cosine", value=float(np.mean(cosines)))
+    return Accuracy(name, data.name, n, None, metric="mean abs error", value=float(np.mean(np.abs(flat - target))))
+
+
+def mean_iou(predicted: np.ndarray, labels: np.ndarray, classes: int, ignore: int = 255) -> float:
+    """Mean over classes of |pred ∩ label| / |pred ∪ label|, for classes present in either; `ignore` pixels skipped."""
+    keep = labels != ignore
+    ious = []
+    for c in range(classes):
+        pred_c, label_c = (predicted == c) & keep, (labels == c) & keep
+        union = int(np.count_nonzero(pred_c | label_c))
+        if union:
+            ious.append(np.count_nonzero(pred_c & label_c) / union)
+    return float(np.mean(ious)) if ious else 0.0
 
 
 def eager_accuracy(bundle: "ModelBundle", data: ArrayDataset, name: str = "eager") -> Accuracy:
-    return _accuracy(name, eager_outputs(bundle, data.arrays), data)
+    return _accuracy(name, eager_outputs(bundle, data.arrays), data, bundle.provenance.task)
 
 
-def artifact_accuracy(name: str, session: "Session", data: ArrayDataset) -> Accuracy:
-    return _accuracy(name, session_outputs(session, data.arrays), data)
+def artifact_accuracy(name: str, session: "Session", data: ArrayDataset, task: str) -> Accuracy:
+    return _accuracy(name, session_outputs(session, data.arrays), data, task)
 
 
 def _robustness(name: str, predict: "PredictFn", data: ArrayDataset) -> Robustness:
@@ -91,6 +118,9 @@ def _robustness(name: str, predict: "PredictFn", data: ArrayDataset) -> Robustne
 
 
 def eager_robustness(bundle: "ModelBundle", data: ArrayDataset) -> Robustness:
+    if bundle.provenance.task != "classification":
+        raise UsageError(f"--robustness measures top-1 under corruptions; this model's task is "
+                         f"{bundle.provenance.task}: drop --robustness")
     # through eager_outputs, which keeps the batch an exported (.pt2) program was captured with
     return _robustness("eager", lambda inputs: eager_outputs(bundle, inputs), data)
 

@@ -71,7 +71,10 @@ def _accuracy_drop(artifact: Artifact, accuracy: Sequence[Accuracy], compressed:
     if ref is None:
         return None, ("the model was compressed before this build and its uncompressed original's accuracy on this "
                       "data is unknown (the original could not be re-loaded); see the report's warnings")
-    return (ref.top1 - got.top1) * 100.0, ""
+    if ref.score is None or got.score is None:
+        return None, (f"an accuracy drop is defined for top-1, mean IoU and cosine; this model is judged by "
+                      f"{got.metric}, which has none")
+    return (ref.score - got.score) * 100.0, ""
 
 
 def _verdict(budget: Budget, artifact: str, observed: Optional[float], reason: str) -> Verdict:

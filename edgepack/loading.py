@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-import numpy as np
 
 from edgepack.data.dataset import ArrayDataset
 from edgepack.models.request import ModelRequest
@@ -52,7 +51,7 @@ class DataResolver:
         self.bundle = model.bundle
         self.inputs = model.bundle.provenance.inputs
         self.zoo_dataset = model.zoo_entry.dataset if model.zoo_entry else None
-        self._classes: Optional[int] = None
+        self._output_shape: Optional[tuple[int, ...]] = None
 
     def get(self, spec: Optional[str], option: str, split: str) -> Optional[ArrayDataset]:
         from edgepack.data.loaders import load_dataset
@@ -67,17 +66,17 @@ class DataResolver:
 
         data = self.get(spec, option, split)
         if data is not None:
-            check_labels(data, self.num_classes(), option)
+            check_labels(data, self.bundle.provenance.task, self.output_shape(), option)
         return data
 
-    def num_classes(self) -> int:
-        if self._classes is None:
+    def output_shape(self) -> tuple[int, ...]:
+        if self._output_shape is None:
             import torch
 
             with torch.no_grad():
                 out = self.bundle.module(*self.bundle.example_inputs)
-            self._classes = int(np.prod(out.shape[1:]))
-        return self._classes
+            self._output_shape = tuple(int(d) for d in out.shape)
+        return self._output_shape
 
     def training_data(self, train_spec: Optional[str], eval_spec: Optional[str],
                       needs_training: bool) -> tuple[Optional[ArrayDataset], Optional[ArrayDataset]]:

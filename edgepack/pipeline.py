@@ -230,7 +230,8 @@ def _build_runtime(planned: "PlannedRuntime", runtime: "Runtime", plan: BuildPla
             if shortfall:
                 raise ParityBelowFloor(f"{artifact.name} {shortfall}; it does not ship (see --parity-floor)")
             if data.eval is not None:
-                results.accuracy.append(evaluate.artifact_accuracy(artifact.name, session, data.eval))
+                results.accuracy.append(evaluate.artifact_accuracy(artifact.name, session, data.eval,
+                                                                   bundle.provenance.task))
                 if plan.robustness:
                     results.robustness.append(evaluate.artifact_robustness(artifact.name, session, data.eval))
         results.stage = "measure"

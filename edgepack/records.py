@@ -392,9 +392,19 @@ class Accuracy(Record):
     artifact: str
     dataset: str
     samples: int
-    top1: float  # fraction in [0, 1]
+    top1: Optional[float]  # fraction in [0, 1]; classification only
     top5: Optional[float] = None
     how: str = ""  # how the figure was obtained, for the baselines ("original") the budgets judge against
+    metric: str = "top-1"  # the task's metric: top-1 | mean IoU | cosine | mean abs error
+    value: Optional[float] = None  # its value (reports before 0.2 carry top-1 only)
+
+    @property
+    def score(self) -> Optional[float]:
+        """The task's figure where higher is better (a fraction: top-1, mean IoU, cosine); None for an error
+        metric, which has no "accuracy drop"."""
+        if self.metric == "top-1":
+            return self.top1 if self.value is None else self.value
+        return None if self.metric == "mean abs error" else self.value
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,10 @@ def require_training_data(data: ArrayDataset | None, what: str, *, labels: bool 
         raise UsageError(f"{what} needs {kind} (a zoo model's own dataset or --train DATA); none was given")
     if labels and data.labels is None:
         raise UsageError(f"{what} needs labelled training data; {data.name} has no labels")
+    given = data.labels
+    if labels and given is not None and (given.ndim != 1 or not np.issubdtype(given.dtype, np.integer)):
+        raise UsageError(f"{what} trains a classifier (cross-entropy on one class per sample); {data.name} has "
+                         f"labels of shape {given.shape[1:]} and dtype {given.dtype}")
     return data
 
 

@@ -1,6 +1,6 @@
 """Second export paths, taken when a runtime's first path refuses the model, and recorded in the report: ONNX's
 TorchScript exporter after the dynamo exporter. A second path can be wrong where the first refused: the parity floor
-is what stops such an artifact. (PT2E's Linear/Conv-only fallback is exercised by the GRU in test_cli_partial.py.)"""
+is what stops such an artifact. PT2E int8 of the Linear and Conv layers only, when the whole graph is rejected."""
 
 from __future__ import annotations
 
@@ -75,3 +75,39 @@ def test_a_fallback_that_computes_something_else_is_stopped_by_the_parity_floor(
     assert code == 3, output
     assert "onnxruntime-fp32 agrees with eager PyTorch on" in output and "below the parity floor" in output
     assert report["shipping"] == [] and report["failures"][0]["stage"] == "parity"
+
+
+@pytest.mark.slow
+def test_int8_quantizes_only_linear_and_conv_layers_when_the_whole_graph_is_rejected(tmp_path: Path) -> None:
+    """LiteRT's quantizer rejects a GRU called without an initial state ("list index out of range"); restricted to
+    Linear and Conv layers it quantizes the classifier head, and the artifact says how little of it is int8."""
+    model = tmp_path / "gru.py"
+    model.write_text(textwrap.dedent('''
+        import torch
+        from torch import nn
+
+
+        class Recurrent(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.rnn = nn.GRU(8, 32, batch_first=True)
+                self.head = nn.Linear(32, 10)
+
+            def forward(self, x):
+                out, _ = self.rnn(x.reshape(x.shape[0], 8, 8))
+                return self.head(out[:, -1])
+
+
+        def build():
+            torch.manual_seed(0)
+            return Recurrent().eval(), torch.randn(1, 1, 8, 8)
+    '''))
+    code, output, report = _build(["--model", f"{model}:build", "--target", "android-arm64", "--runtime", "litert"],
+                                  tmp_path / "out")
+    assert code == 0, output
+    int8 = next(a for a in report["artifacts"] if a["name"] == "litert-int8")
+    assert int8["export_path"] == "PT2E static int8 on Linear and Conv layers only (whole-graph quantization failed)"
+    assert any("whole-graph int8 quantization was rejected (list index out of range)" in n for n in int8["notes"])
+    assert 0 < int8["int8_weight_share"] < 0.5  # the head is int8, the GRU's weights float
+    assert any("of the weights are stored in 8 bits" in n for n in int8["notes"])
+    assert report["shipping"] == ["litert-int8"]

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from edgepack.cli import cli
 from edgepack.errors import UsageError
-from edgepack.evaluate import compare_outputs
+from edgepack.evaluate import compare_outputs, mean_iou
 from edgepack.tasks import ParityFloor, infer_task
 
 MODELS = '''
@@ -65,6 +65,20 @@ def segmenter():
 def embedder():
     torch.manual_seed(0)
     return Embedder(), torch.randn(1, 1, 8, 8)
+
+
+class Regressor(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 1)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def regressor():
+    torch.manual_seed(0)
+    return Regressor(), torch.randn(1, 1, 8, 8)
 '''
 
 
@@ -176,3 +190,50 @@ def test_a_bad_parity_floor_in_a_target_file_names_the_key(models: Path, tmp_pat
                                       str(tmp_path / "o"), "--quiet"])
     assert result.exit_code == 2, result.output
     assert "parity_floor: min_agreement=1.5 is above the maximum 1.0" in result.stderr, result.stderr
+
+
+def test_mean_iou_counts_classes_present_in_either_map_and_skips_ignored_pixels() -> None:
+    labels = np.array([[[0, 0], [1, 255]]])
+    predicted = np.array([[[0, 1], [1, 2]]])
+    # class 0: 1/2, class 1: 1/2, class 2: predicted only on an ignored pixel -> absent
+    assert mean_iou(predicted, labels, 3) == pytest.approx(0.5)
+
+
+def test_each_task_has_its_accuracy_metric(models: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x8 = rng.standard_normal((32, 1, 8, 8)).astype(np.float32)
+    cases = {
+        "segmenter": (rng.standard_normal((32, 3, 16, 16)).astype(np.float32), rng.integers(0, 3, (32, 16, 16)),
+                      "mean IoU"),
+        "embedder": (x8, rng.standard_normal((32, 16)).astype(np.float32), "cosine"),
+        "regressor": (x8, rng.standard_normal(32).astype(np.float32), "mean abs error"),
+    }
+    for name, (x, y, metric) in cases.items():
+        data = tmp_path / f"{name}.npz"
+        np.savez(data, x=x, y=y)
+        task = ["--task", "embedding"] if name == "embedder" else []
+        code, output, report = _build(["--model", f"{models}:{name}", "--eval", str(data), "--precision", "fp32",
+                                       *task], tmp_path / name)
+        assert code == 0, output
+        figures = {a["artifact"]: a for a in report["accuracy"]}
+        assert figures["eager"]["metric"] == metric and figures["eager"]["top1"] is None
+        assert figures["onnxruntime-fp32"]["value"] == pytest.approx(figures["eager"]["value"], abs=1e-4)
+
+
+def test_regression_has_no_accuracy_drop_and_the_budget_says_so(models: Path, tmp_path: Path) -> None:
+    data = tmp_path / "r.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.standard_normal((16, 1, 8, 8)).astype(np.float32), y=rng.standard_normal(16))
+    code, output, _ = _build(["--model", f"{models}:regressor", "--eval", str(data), "--precision", "fp32",
+                              "--max-accuracy-drop", "1pp"], tmp_path / "out")
+    assert code == 3, output
+    assert "judged by mean abs error, which has none" in output
+
+
+def test_segmentation_labels_must_be_a_class_per_pixel(models: Path, tmp_path: Path) -> None:
+    data = tmp_path / "s.npz"
+    np.savez(data, x=np.zeros((4, 3, 16, 16), np.float32), y=np.zeros(4, np.int64))
+    result = CliRunner().invoke(cli, ["build", "--model", f"{models}:segmenter", "--eval", str(data), "--out",
+                                      str(tmp_path / "o"), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "segmentation needs one class index per pixel, shape (N, 16, 16)" in result.stderr

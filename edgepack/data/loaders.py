@@ -96,10 +96,12 @@ def load_npz(path: Path, option: str = "", inputs: Sequence[ModelInput] = ()) ->
     n = len(arrays[0])
     labels = None
     if y is not None:
-        if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer):
-            raise UsageError(f"{where}: labels {y_key!r} must be {n} integers (shape ({n},)), "
-                             f"got shape {y.shape} dtype {y.dtype}")
-        labels = y.astype(np.int64)
+        # checked against the model's task and output once it is known (check_labels)
+        if y.ndim == 0 or len(y) != n or not (np.issubdtype(y.dtype, np.integer) or
+                                              np.issubdtype(y.dtype, np.floating)):
+            raise UsageError(f"{where}: labels {y_key!r} must hold one row per sample ({n}), as integers (classes) "
+                             f"or floats (regression, embedding targets); got shape {y.shape} dtype {y.dtype}")
+        labels = y.astype(np.int64) if np.issubdtype(y.dtype, np.integer) else y.astype(np.float32)
     return ArrayDataset(str(path), arrays, labels, {"source": "npz, used as stored"})
 
 
@@ -215,12 +217,31 @@ def _conform_one(x: np.ndarray, domain: ModelInput, where: str, named: bool) -> 
     return x.astype(domain.dtype)
 
 
-def check_labels(data: ArrayDataset, num_classes: int, option: str) -> None:
-    if data.labels is None:
+def check_labels(data: ArrayDataset, task: str, output_shape: Sequence[int], option: str) -> None:
+    """Labels that fit the task: a class per sample (classification), a class per pixel of the output's map
+    (segmentation, 255 ignored), a value or vector per sample shaped like the output (regression, embedding)."""
+    labels = data.labels
+    if labels is None:
         raise UsageError(f"{option} {data.name}: has no labels; accuracy needs them (an 'y' array in the .npz)")
-    low, high = int(data.labels.min()), int(data.labels.max())
-    if low < 0 or high >= num_classes:
-        raise UsageError(f"{option} {data.name}: labels span {low}..{high} but the model has {num_classes} classes")
+    where = f"{option} {data.name}"
+    per_sample = tuple(output_shape[1:])
+    integer = np.issubdtype(labels.dtype, np.integer)
+    if task in ("classification", "segmentation"):
+        expected = () if task == "classification" else per_sample[1:]
+        if not integer or tuple(labels.shape[1:]) != expected:
+            what = "one class index per sample" if task == "classification" else \
+                f"one class index per pixel, shape (N, {', '.join(map(str, expected))})"
+            raise UsageError(f"{where}: labels have shape {labels.shape[1:]} and dtype {labels.dtype}; {task} needs "
+                             f"{what}")
+        classes = int(output_shape[1]) if task == "segmentation" else int(np.prod(per_sample))
+        valid = labels[labels != 255] if task == "segmentation" else labels
+        low, high = (int(valid.min()), int(valid.max())) if valid.size else (0, 0)
+        if low < 0 or high >= classes:
+            raise UsageError(f"{where}: labels span {low}..{high} but the model has {classes} classes")
+        return
+    if int(np.prod(labels.shape[1:])) != int(np.prod(per_sample)):
+        raise UsageError(f"{where}: labels have shape {labels.shape[1:]} per sample; the model's {task} output has "
+                         f"{per_sample}, and each sample's target must have as many values")
 
 
 def stratified_subset(data: ArrayDataset, n: int, seed: int = 0) -> ArrayDataset:
@@ -228,8 +249,8 @@ def stratified_subset(data: ArrayDataset, n: int, seed: int = 0) -> ArrayDataset
     if n >= len(data):
         return data
     rng = np.random.default_rng(seed)
-    if data.labels is None:
-        idx = np.sort(rng.choice(len(data), n, replace=False))
+    if data.labels is None or data.labels.ndim != 1 or not np.issubdtype(data.labels.dtype, np.integer):
+        idx = np.sort(rng.choice(len(data), n, replace=False))  # no class per sample to balance
     else:
         classes = np.unique(data.labels)
         per_class = [rng.permutation(np.flatnonzero(data.labels == c)) for c in classes]

@@ -7,7 +7,7 @@ from typing import Optional
 
 from edgepack.fileio import atomic_write_text
 from edgepack.gates import describe_failure, format_value
-from edgepack.records import Parity, Report
+from edgepack.records import Accuracy, Parity, Report
 
 
 def write_json(report: Report, path: Path) -> None:
@@ -38,10 +38,19 @@ def artifact_rows(report: Report) -> list[dict[str, str]]:
             else format_value(m.peak_over_baseline_bytes, "bytes"),
             "max abs diff": "n/a" if p is None else f"{p.max_abs_diff:.2e}",
             "parity": "n/a" if p is None else parity_figure(p),
-            "accuracy": "n/a" if acc is None else _pct(acc.top1),
+            "accuracy": "n/a" if acc is None else accuracy_figure(acc),
             "budgets": budgets,
         })
     return rows
+
+
+def accuracy_figure(acc: Accuracy) -> str:
+    """The task's accuracy metric, short enough for a table cell."""
+    if acc.metric == "top-1":
+        return _pct(acc.top1)
+    if acc.value is None:
+        return "n/a"
+    return f"{acc.metric} {acc.value:.4g}" if acc.metric == "mean abs error" else f"{acc.metric} {_pct(acc.value)}"
 
 
 def parity_figure(p: Parity) -> str:
@@ -84,12 +93,12 @@ def markdown(report: Report) -> str:
         lines.append(f"- Measured on: {'; '.join(sorted(where))}")
     original = next((a for a in report.accuracy if a.artifact == "original"), None)
     if original:
-        lines.append(f"- Original model (before compression) accuracy, the baseline of accuracy budgets: top-1 "
-                     f"{_pct(original.top1)} on {original.samples} samples of {original.dataset}"
+        lines.append(f"- Original model (before compression) accuracy, the baseline of accuracy budgets: "
+                     f"{accuracy_figure(original)} on {original.samples} samples of {original.dataset}"
                      + (f" — {original.how}" if original.how else ""))
     eager = next((a for a in report.accuracy if a.artifact == "eager"), None)
     if eager:
-        lines.append(f"- Eager PyTorch accuracy: top-1 {_pct(eager.top1)} on {eager.samples} samples of "
+        lines.append(f"- Eager PyTorch accuracy: {accuracy_figure(eager)} on {eager.samples} samples of "
                      f"{eager.dataset}")
     fastest = fastest_within_budgets(report)
     if fastest:

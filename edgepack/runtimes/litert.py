@@ -173,7 +173,9 @@ class LiteRTRuntime(RuntimeBase):
                 return PT2EQuantizer().set_global(config)
             quantizer = PT2EQuantizer()
             for layer in weighted_layer_types():
-                quantizer.set_module_type(layer, config)
+                # litert-torch matches the types in a node's nn_module_stack, which torch.export now records as
+                # qualified names, not classes: give it the name, or no node ever matches
+                quantizer.set_module_type(f"{layer.__module__}.{layer.__qualname__}", config)
             return quantizer
 
         # litert-torch folds the Q/DQ pairs itself, so convert_pt2e must leave them in place.

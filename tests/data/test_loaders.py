@@ -30,8 +30,8 @@ def test_npz_with_alternative_key_names(tmp_path):
 
 @pytest.mark.parametrize("arrays,fragment", [
     ({"z": np.zeros((2, 1, 8, 8))}, "no input array"),
-    ({"x": np.zeros((2, 1, 8, 8)), "y": np.zeros(3, int)}, "labels 'y' must be 2 integers"),
-    ({"x": np.zeros((2, 1, 8, 8)), "y": np.zeros(2)}, "must be 2 integers"),
+    ({"x": np.zeros((2, 1, 8, 8)), "y": np.zeros(3, int)}, "labels 'y' must hold one row per sample (2)"),
+    ({"x": np.zeros((2, 1, 8, 8)), "y": np.array(["a", "b"])}, "as integers (classes) or floats"),
     ({"x": np.zeros((2, 1, 4, 4))}, "samples have shape (1, 4, 4)"),
     ({"x": np.zeros((0, 1, 8, 8))}, "the dataset is empty"),
 ])
@@ -72,6 +72,6 @@ def test_stratified_subset_is_balanced_and_seeded():
 
 def test_label_range_check():
     _, test = digits.load_split()
-    check_labels(test, 10, "--eval")
+    check_labels(test, "classification", (1, 10), "--eval")
     with pytest.raises(UsageError, match="labels span 0..9 but the model has 5 classes"):
-        check_labels(test, 5, "--eval")
+        check_labels(test, "classification", (1, 5), "--eval")
