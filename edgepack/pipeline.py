@@ -114,7 +114,8 @@ def execute(plan: BuildPlan, progress: Optional[Progress] = None) -> Report:
         with progress.stage("writing report"):
             from edgepack.report.publish import publish
 
-            report = publish(report, out, data.calibration, threads, plan.bundle, progress.warn)
+            report = publish(report, out, data.calibration, plan.measure.app_threads or threads, plan.bundle,
+                             progress.warn)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if not report.shipping:  # every artifact that was to ship was judged wrong: nothing to hand over

@@ -102,6 +102,8 @@ class MeasurePlan:
     warmup: int
     latency_stat: str
     runners: tuple[tuple[str, str], ...] = ()  # runtime -> checked arm64 runner path (device measurements only)
+    app_threads: int = 0  # the threads the target (or --threads) asks for, which the bundle's app code sets even when
+    # this host has fewer to measure with; 0: the same as `threads`
 
     @property
     def on_host(self) -> bool:
@@ -291,10 +293,10 @@ def _measure_plan(request: BuildRequest, target: Target, runtimes: Sequence[Plan
         raise UsageError("--runner is for measuring on a phone; add --device adb (or adb:SERIAL), or drop --runner")
     if device == "host":
         cpus = os.cpu_count() or 1
+        measured = min(threads, cpus)
         if threads > cpus:
             warnings.append(f"{threads} threads asked but this host has {cpus} logical CPUs; measured with {cpus}")
-            threads = cpus
-        return MeasurePlan("host", threads, runs, target.warmup, target.latency_stat)
+        return MeasurePlan("host", measured, runs, target.warmup, target.latency_stat, app_threads=threads)
     if device != "adb" and not device.startswith("adb:"):
         raise UsageError(f"--device {device!r}: use host, adb or adb:SERIAL")
     runners = _phone_runners(device, target, runtimes, dict(request.runners))
