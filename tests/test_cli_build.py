@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import onnx
 import pytest
+from click.testing import CliRunner
 
 from edgepack.cli import cli
 from edgepack.records import Report
@@ -142,3 +144,19 @@ def test_structured_outputs_select_logits(runner, tmp_path, models_file, factory
     parity = {p["artifact"]: p for p in report["parity"]}
     assert parity["onnxruntime-fp32"]["max_abs_diff"] < 1e-4
     assert parity["onnxruntime-fp32"]["top1_agreement"] == 1.0
+
+
+def test_the_readmes_first_command_works_as_written(tmp_path):
+    """README.md opens with this command; it must run from the repository root exactly as printed."""
+    import re
+    import shlex
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    line = next(ln.strip() for ln in readme.splitlines() if ln.strip().startswith("edgepack build --model examples/"))
+    args = shlex.split(line)[1:]
+    args = [str(root / a) if re.match(r"examples/.*\.py:", a) else a for a in args]
+    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["shipping"] == ["onnxruntime-int8"] and all(v["passed"] for v in report["verdicts"])
