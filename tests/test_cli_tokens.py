@@ -4,8 +4,6 @@ one array per input, and every runtime fed the dtypes the model takes."""
 
 from __future__ import annotations
 
-import json
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgepack.cli import cli
+from tests.cli_build import build, write_models
 
 VOCAB, SEQ, CLASSES = 50, 12, 4
 
@@ -65,9 +64,7 @@ def bert():
 
 @pytest.fixture(scope="module")
 def text_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("text") / "text_models.py"
-    path.write_text(textwrap.dedent(TEXT_MODELS))
-    return path
+    return write_models(tmp_path_factory.mktemp("text"), "text_models", TEXT_MODELS)
 
 
 def _labelled_npz(path: Path, n: int = 64, seed: int = 3, vocab: int = VOCAB) -> Path:
@@ -79,17 +76,11 @@ def _labelled_npz(path: Path, n: int = 64, seed: int = 3, vocab: int = VOCAB) ->
     return path
 
 
-def _build(args: list[str], out: Path) -> tuple[int, str, dict]:
-    result = CliRunner().invoke(cli, ["build", *args, "--runs", "5", "--out", str(out), "--quiet"])
-    report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
-    return result.exit_code, result.output, report
-
-
 @pytest.fixture(scope="module")
 def x86_text_build(text_models: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("x86-text")
     data = _labelled_npz(tmp / "eval.npz")
-    code, output, report = _build(["--model", f"{text_models}:build", "--target", "x86-cpu", "--eval", str(data)],
+    code, output, report = build(["--model", f"{text_models}:build", "--target", "x86-cpu", "--eval", str(data)],
                                   tmp / "out")
     assert code == 0, output
     return report
@@ -121,7 +112,7 @@ def test_synthetic_calibration_stays_within_the_vocabulary_and_says_how(x86_text
 
 
 def test_input_shape_declares_named_integer_inputs(text_models: Path, tmp_path: Path) -> None:
-    code, output, report = _build(["--model", f"{text_models}:build_bare", "--target", "x86-cpu",
+    code, output, report = build(["--model", f"{text_models}:build_bare", "--target", "x86-cpu",
                                    "--precision", "fp32", "--input-shape",
                                    f"input_ids=2x{SEQ}:int64,attention_mask=2x{SEQ}:int64"], tmp_path / "out")
     assert code == 0, output
@@ -132,7 +123,7 @@ def test_input_shape_declares_named_integer_inputs(text_models: Path, tmp_path: 
 
 @pytest.mark.slow
 def test_token_model_ships_on_both_android_runtimes(text_models: Path, tmp_path: Path) -> None:
-    code, output, report = _build(["--model", f"{text_models}:build", "--target", "android-arm64",
+    code, output, report = build(["--model", f"{text_models}:build", "--target", "android-arm64",
                                    "--calibration", str(_labelled_npz(tmp_path / "cal.npz"))], tmp_path / "out")
     assert code == 0, output
     assert {a["name"] for a in report["artifacts"]} == {"executorch-fp32", "executorch-int8", "litert-fp32",
@@ -149,7 +140,7 @@ def test_token_model_ships_on_both_android_runtimes(text_models: Path, tmp_path:
 @pytest.mark.slow
 def test_hugging_face_bert_builds_for_x86(text_models: Path, tmp_path: Path) -> None:
     pytest.importorskip("transformers")
-    code, output, report = _build(["--model", f"{text_models}:bert", "--target", "x86-cpu"], tmp_path / "out")
+    code, output, report = build(["--model", f"{text_models}:bert", "--target", "x86-cpu"], tmp_path / "out")
     assert code == 0, output
     assert [d["name"] for d in report["model"]["inputs"]] == ["input_ids", "attention_mask"]
     assert report["model"]["inputs"][0]["how"] == "ids of the embedding bert.embeddings.word_embeddings"

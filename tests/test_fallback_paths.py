@@ -4,14 +4,11 @@ is what stops such an artifact. PT2E int8 of the Linear and Conv layers only, wh
 
 from __future__ import annotations
 
-import json
-import textwrap
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from edgepack.cli import cli
+from tests.cli_build import build, write_models
 
 MODELS = '''
 import torch
@@ -46,19 +43,11 @@ def guard_on_sign():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("fallback") / "fallback_models.py"
-    path.write_text(textwrap.dedent(MODELS))
-    return path
-
-
-def _build(args: list[str], out: Path) -> tuple[int, str, dict]:
-    result = CliRunner().invoke(cli, ["build", *args, "--runs", "3", "--out", str(out), "--quiet"])
-    report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
-    return result.exit_code, result.output, report
+    return write_models(tmp_path_factory.mktemp("fallback"), "fallback_models", MODELS)
 
 
 def test_onnx_falls_back_to_the_torchscript_exporter_and_says_why(models: Path, tmp_path: Path) -> None:
-    code, output, report = _build(["--model", f"{models}:guard_always", "--target", "x86-cpu"], tmp_path / "out")
+    code, output, report = build(["--model", f"{models}:guard_always", "--target", "x86-cpu"], tmp_path / "out")
     assert code == 0, output
     fp32 = next(a for a in report["artifacts"] if a["name"] == "onnxruntime-fp32")
     assert fp32["export_path"].startswith("torch.onnx TorchScript exporter")
@@ -70,7 +59,7 @@ def test_onnx_falls_back_to_the_torchscript_exporter_and_says_why(models: Path, 
 
 def test_a_fallback_that_computes_something_else_is_stopped_by_the_parity_floor(models: Path, tmp_path: Path) -> None:
     """TorchScript traces the positive branch of a sign test; half of all inputs take the other one in PyTorch."""
-    code, output, report = _build(["--model", f"{models}:guard_on_sign", "--target", "x86-cpu", "--precision", "fp32"],
+    code, output, report = build(["--model", f"{models}:guard_on_sign", "--target", "x86-cpu", "--precision", "fp32"],
                                   tmp_path / "out")
     assert code == 3, output
     assert "onnxruntime-fp32 agrees with eager PyTorch on" in output and "below the parity floor" in output
@@ -81,8 +70,7 @@ def test_a_fallback_that_computes_something_else_is_stopped_by_the_parity_floor(
 def test_int8_quantizes_only_linear_and_conv_layers_when_the_whole_graph_is_rejected(tmp_path: Path) -> None:
     """LiteRT's quantizer rejects a GRU called without an initial state ("list index out of range"); restricted to
     Linear and Conv layers it quantizes the classifier head, and the artifact says how little of it is int8."""
-    model = tmp_path / "gru.py"
-    model.write_text(textwrap.dedent('''
+    model = write_models(tmp_path, "gru", '''
         import torch
         from torch import nn
 
@@ -101,8 +89,8 @@ def test_int8_quantizes_only_linear_and_conv_layers_when_the_whole_graph_is_reje
         def build():
             torch.manual_seed(0)
             return Recurrent().eval(), torch.randn(1, 1, 8, 8)
-    '''))
-    code, output, report = _build(["--model", f"{model}:build", "--target", "android-arm64", "--runtime", "litert"],
+    ''')
+    code, output, report = build(["--model", f"{model}:build", "--target", "android-arm64", "--runtime", "litert"],
                                   tmp_path / "out")
     assert code == 0, output
     int8 = next(a for a in report["artifacts"] if a["name"] == "litert-int8")

@@ -4,7 +4,6 @@ output is, and an artifact below the floor fails the build (exit 3) with its fig
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgepack.cli import cli
+from tests.cli_build import build, write_models
 from edgepack.errors import UsageError
 from edgepack.evaluate import compare_outputs, mean_iou
 from edgepack.tasks import ParityFloor, infer_task
@@ -84,16 +84,11 @@ def regressor():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("floor") / "floor_models.py"
-    path.write_text(textwrap.dedent(MODELS))
-    return path
+    return write_models(tmp_path_factory.mktemp("floor"), "floor_models", MODELS)
 
 
 def _build(args: list[str], out: Path) -> tuple[int, str, dict]:
-    result = CliRunner().invoke(cli, ["build", *args, "--target", "x86-cpu", "--runs", "3", "--out", str(out),
-                                      "--quiet"])
-    report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
-    return result.exit_code, result.output, report
+    return build([*args, "--target", "x86-cpu"], out)
 
 
 @pytest.mark.parametrize("shape,task", [((8, 10), "classification"), ((8,), "regression"), ((8, 1), "regression"),
