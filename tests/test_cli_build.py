@@ -160,3 +160,12 @@ def test_the_readmes_first_command_works_as_written(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["shipping"] == ["onnxruntime-int8"] and all(v["passed"] for v in report["verdicts"])
+
+
+def test_a_build_ends_with_one_verdict_line(digits_build, tmp_path):
+    out, report, result = digits_build
+    assert result.stdout.splitlines()[-1] == f"PASS: all 1 budget verdicts met · report: {out}/report.md"
+    failing = CliRunner().invoke(cli, ["build", "--model", "zoo:digits-cnn", "--budget", "1KB", "--runs", "3",
+                                       "--out", str(tmp_path / "small"), "--quiet"])
+    assert failing.exit_code == 3
+    assert failing.stdout.splitlines()[-1].startswith("FAIL: 1 of 1 budget verdicts failed · report: ")

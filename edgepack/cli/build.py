@@ -102,7 +102,7 @@ def runner_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 
 def print_report(report: Any, as_json: bool, output: Any) -> None:
-    from edgepack.report.render import artifact_rows, failures, fastest_within_budgets
+    from edgepack.report.render import artifact_rows, failures, fastest_within_budgets, verdict_line
 
     if as_json:
         output.json(report.to_json())
@@ -115,5 +115,7 @@ def print_report(report: Any, as_json: bool, output: Any) -> None:
         output.failure(f"warning: {warning}")
     for line in failures(report):
         output.failure(f"budget failed: {line}")
+    if not as_json:
+        output.result(verdict_line(report))
     if not report.passed:
         raise click.exceptions.Exit(3)

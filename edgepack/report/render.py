@@ -64,6 +64,17 @@ def parity_figure(p: Parity) -> str:
     return f"rel err {p.relative_error:.2e}"
 
 
+def verdict_line(report: Report) -> str:
+    """One line a person or a CI log reads first: PASS or FAIL, how many budgets, and where the report is."""
+    failed = sum(1 for v in report.verdicts if not v.passed)
+    where = f"report: {report.out_dir}/report.md"
+    if not report.verdicts:
+        return f"PASS: no budgets set · {where}"
+    if failed:
+        return f"FAIL: {failed} of {len(report.verdicts)} budget verdicts failed · {where}"
+    return f"PASS: all {len(report.verdicts)} budget verdicts met · {where}"
+
+
 def fastest_within_budgets(report: Report) -> Optional[str]:
     """The shipped artifact with the lowest measured p50 among those meeting every budget, as one line."""
     passing = [a for a in report.shipping
