@@ -2,7 +2,8 @@
 
 Peak memory is the child's own peak RSS (getrusage in the child) minus that of a baseline child which imports the
 same runtime and builds the same inputs but loads no model (run once per runtime and build by the Measurer):
-in-process numbers are unreliable, since freed memory stays in RSS. The parent runs `python -m edgepack.measure ...` and reads one JSON line back.
+in-process numbers are unreliable, since freed memory stays in RSS. The parent runs `python -m edgepack.measure ...`
+and reads one JSON line back.
 """
 
 from __future__ import annotations

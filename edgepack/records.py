@@ -207,6 +207,9 @@ class PassRecord(Record):
         return data
 
 
+EMBEDDING_IDS = "ids of the embedding"  # how a ModelInput's range was found when an nn.Embedding reads the input
+
+
 @dataclass(frozen=True)
 class ModelInput(Record):
     """One input of the model: its example shape and dtype, and the values it accepts, so synthetic data, data-file
@@ -219,6 +222,12 @@ class ModelInput(Record):
     low: int = 0
     high: int = 0
     how: str = ""  # how the valid range was found, for the report
+
+    @property
+    def range_is_known(self) -> bool:
+        """Whether the valid ids come from the embedding that reads them (data beyond them is an error), not from
+        the example's values (a guess)."""
+        return self.kind == "index" and self.how.startswith(EMBEDDING_IDS)
 
     def describe(self) -> str:
         if self.kind == "index":

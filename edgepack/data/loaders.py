@@ -211,7 +211,7 @@ def _conform_one(x: np.ndarray, domain: ModelInput, where: str, named: bool) -> 
     low, high = (int(x.min()), int(x.max())) if x.size else (0, 0)
     if domain.kind == "mask" and (low < 0 or high > 1):
         raise UsageError(f"{where}: {what} span {low}..{high}; a mask holds 0 and 1")
-    if domain.kind == "index" and domain.how.startswith("ids of") and (low < domain.low or high >= domain.high):
+    if domain.range_is_known and (low < domain.low or high >= domain.high):
         raise UsageError(f"{where}: {what} hold ids {low}..{high}, beyond what the model takes: {domain.low}.."
                          f"{domain.high - 1} ({domain.how})")
     return x.astype(domain.dtype)

@@ -15,7 +15,7 @@ from torch import nn
 
 from edgepack.errors import UsageError
 from edgepack.models.request import InputSpec
-from edgepack.records import ModelInput
+from edgepack.records import EMBEDDING_IDS, ModelInput
 
 SINGLE_INPUT_NAME = "input"  # what a one-tensor model's input is called in every artifact
 
@@ -158,7 +158,7 @@ def input_domains(module: nn.Module, inputs: Sequence[torch.Tensor], names: Sequ
             domains.append(ModelInput(name, shape, dtype, "mask", 0, 2, "a mask"))
         elif i in readers:
             table, size = readers[i]
-            domains.append(ModelInput(name, shape, dtype, "index", 0, size, f"ids of the embedding {table}"))
+            domains.append(ModelInput(name, shape, dtype, "index", 0, size, f"{EMBEDDING_IDS} {table}"))
         elif values_are_real and x.numel():
             low, high = int(x.min()), int(x.max()) + 1
             domains.append(ModelInput(name, shape, dtype, "index", low, high,
