@@ -143,7 +143,7 @@ def _original_accuracy(bundle: "ModelBundle", passes_in_build: bool, eval_data: 
             return None
         with progress.stage(f"accuracy of the uncompressed original ({source})"):
             try:
-                request = ModelRequest(source, _original_input_specs(provenance))
+                request = ModelRequest(source, _original_input_specs(provenance), task=provenance.task)
                 original = load_bundle(request).bundle
             except EdgepackError as exc:
                 warnings.append(f"the uncompressed original {source} could not be re-loaded ({exc}); accuracy "
