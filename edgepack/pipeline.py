@@ -111,6 +111,10 @@ def execute(plan: BuildPlan, progress: Optional[Progress] = None) -> Report:
             versions=_versions(runtimes.values()), host=host_info(), parity_floor=plan.parity_floor.describe(),
         )
         report = replace(report, verdicts=tuple(judge(report)))
+        if plan.choose_fastest:
+            from edgepack.selection import choose_fastest
+
+            report = choose_fastest(report)
         with progress.stage("writing report"):
             from edgepack.report.publish import publish
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 PARITY_SAMPLES = 256
 PRECISIONS = ("int8", "fp32")
 EAGER = "eager"  # the parent of artifacts exported straight from the PyTorch model
+AUTO = "auto"  # --runtime auto: build every installed runtime of the target, ship the fastest within budgets
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class BuildPlan:
     qat_epochs: Optional[int]
     warnings: tuple[str, ...] = ()
     parity_floor: ParityFloor = field(default_factory=ParityFloor)  # below it, an artifact fails instead of shipping
+    choose_fastest: bool = False  # --runtime auto: of the artifacts that could ship, the fastest within budgets does
 
     def steps_of(self, runtime: str) -> tuple[ExportStep, ...]:
         return tuple(s for s in self.steps if s.runtime == runtime)
@@ -150,7 +152,9 @@ def plan(request: BuildRequest, target: Optional[Target] = None) -> BuildPlan:
     precision = request.precision or target.precision
     if precision not in PRECISIONS:
         raise UsageError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    runtimes = tuple(_planned_runtime(target, name) for name in resolve_runtimes(target, request.runtimes))
+    auto = tuple(request.runtimes or ()) == (AUTO,)
+    names = _installed_runtimes(target, warnings) if auto else resolve_runtimes(target, request.runtimes)
+    runtimes = tuple(_planned_runtime(target, name) for name in names)
     _check_installed(runtimes)
     budgets = _budgets(request, target)
     if request.robustness and not request.eval:
@@ -173,7 +177,24 @@ def plan(request: BuildRequest, target: Optional[Target] = None) -> BuildPlan:
         robustness=request.robustness, qat_epochs=qat, warnings=tuple(warnings),
         parity_floor=(target.parity_floor if request.parity_floor is None
                       else target.parity_floor.with_value(request.parity_floor)),
+        choose_fastest=auto,
     )
+
+
+def _installed_runtimes(target: Target, warnings: list[str]) -> list[str]:
+    """`--runtime auto`: every runtime the target lists that can run here; the others are named in a warning."""
+    from edgepack.runtimes import runtime_class
+
+    names = [r.name for r in target.runtimes]
+    missing = {n: runtime_class(n)().missing() for n in names}
+    installed = [n for n in names if not missing[n]]
+    if not installed:
+        raise UsageError(f"--runtime auto: none of target {target.name}'s runtimes can run here "
+                         f"({'; '.join(m[0] for m in missing.values() if m)})")
+    for name in names:
+        if missing[name]:
+            warnings.append(f"--runtime auto: {name} is not a candidate: {missing[name][0]}")
+    return installed
 
 
 def resolve_runtimes(target: Target, requested: Optional[Sequence[str]]) -> list[str]:
@@ -185,7 +206,7 @@ def resolve_runtimes(target: Target, requested: Optional[Sequence[str]]) -> list
     unknown = [r for r in requested if r not in names]
     if unknown:
         raise UsageError(f"target {target.name} cannot use runtime {unknown[0]!r}; it lists: {', '.join(names)} "
-                         f"(or 'all')")
+                         f"(or 'all', or 'auto' alone)")
     if len(set(requested)) != len(requested):
         raise UsageError(f"--runtime lists {', '.join(requested)}: name each runtime once")
     return list(requested)
@@ -247,7 +268,8 @@ def _budgets(request: BuildRequest, target: Target) -> list[Budget]:
 
     if request.require_full_delegation:
         budgets.append(delegation_budget())
-    if not request.allow_partial:
+    # with --runtime auto a runtime that fails is not a candidate, not a failed build
+    if not request.allow_partial and tuple(request.runtimes or ()) != (AUTO,):
         budgets.append(every_runtime_budget())
     if any(b.metric == "accuracy_drop" for b in budgets) and not request.eval:
         raise UsageError("--max-accuracy-drop needs --eval DATA (labelled data to measure accuracy on)")

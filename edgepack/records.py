@@ -529,6 +529,7 @@ class Report(Record):
     versions: dict[str, str] = field(default_factory=dict)
     host: dict[str, Any] = field(default_factory=dict)
     parity_floor: str = ""  # the floor artifacts were held to, as ParityFloor.describe() wrote it
+    selection: tuple[str, ...] = ()  # --runtime auto: each candidate's figures and why the shipped one won
 
     @property
     def passed(self) -> bool:

@@ -280,6 +280,10 @@ CASES = [
     Case("pt2-is-a-checkpoint", ("--model", "{tmp}/sd.pt2"), "not a readable torch.export program",
          _torch_file("sd.pt2", _tiny_state_dict())),
     # input shapes
+    Case("runtime-auto-with-others", ("--model", "zoo:digits-cnn", "--runtime", "auto,onnxruntime"),
+         "cannot use runtime 'auto'; it lists: onnxruntime, executorch, litert (or 'all', or 'auto' alone)"),
+    Case("input-shape-dtype-unknown", ("--model", "zoo:digits-cnn", "--input-shape", "1x1x8x8:float64"),
+         "dtype 'float64' is not one of float32, int64, int32, bool"),
     Case("input-shape-zero", ("--model", "zoo:digits-cnn", "--input-shape", "0x3"), "--input-shape '0x3'"),
     Case("input-shape-negative", ("--model", "zoo:digits-cnn", "--input-shape", "1x-3"), "--input-shape '1x-3'"),
     Case("input-shape-words", ("--model", "zoo:digits-cnn", "--input-shape", "abc"), "write it like 1x3x224x224"),

@@ -169,3 +169,26 @@ def test_a_build_ends_with_one_verdict_line(digits_build, tmp_path):
                                        "--out", str(tmp_path / "small"), "--quiet"])
     assert failing.exit_code == 3
     assert failing.stdout.splitlines()[-1].startswith("FAIL: 1 of 1 budget verdicts failed · report: ")
+
+
+@pytest.mark.slow
+def test_runtime_auto_ships_the_fastest_runtime_within_budgets(tmp_path):
+    """Every runtime x86-cpu lists is built, verified and measured; one artifact ships, with the reasons."""
+    out = tmp_path / "auto"
+    result = CliRunner().invoke(cli, ["build", "--model", "zoo:digits-cnn", "--runtime", "auto", "--budget", "1MB",
+                                      "--runs", "20", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    candidates = ["onnxruntime-int8", "executorch-int8", "litert-int8"]
+    (winner,) = report["shipping"]
+    assert winner in candidates
+    assert [line.split(":")[0] for line in report["selection"][:3]] == candidates
+    assert report["selection"][-1].startswith(f"shipped: {winner} — ")
+    p50 = {m["artifact"]: m for m in report["measurements"] if m["artifact"] in candidates}
+    fastest = min(p50.values(), key=lambda m: m["p50_ms"])
+    spread = max(m["p90_ms"] - m["p50_ms"] for m in (fastest, p50[winner]))
+    assert p50[winner]["p50_ms"] - fastest["p50_ms"] <= spread  # the fastest, or tied with it within the noise
+    assert {v["artifact"] for v in report["verdicts"]} == {winner}  # the budgets judge what ships
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [a["runtime"] + "-" + a["precision"] for a in manifest["artifacts"] if a["shipping"]] == [winner]
+    assert f"shipped: {winner}" in result.output and "## Runtime selection" in (out / "report.md").read_text()

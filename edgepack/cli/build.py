@@ -19,8 +19,9 @@ from edgepack.runtimes import REGISTRY
 @click.option("--target", default="x86-cpu", show_default=True, metavar="NAME|FILE.yaml",
               help="A bundled target (see `edgepack targets`) or a path to your own target file.")
 @click.option("--runtime", "runtimes", multiple=True, metavar="NAME",
-              help=f"Runtime(s) to build for: {', '.join(REGISTRY)}, or all (repeatable or comma-separated). "
-                   "Default: the target's.")
+              help=f"Runtime(s) to build for: {', '.join(REGISTRY)}, or all (repeatable or comma-separated); auto "
+                   "builds every installed runtime of the target and ships the fastest within budgets. Default: the "
+                   "target's.")
 @click.option("--precision", type=click.Choice(["int8", "fp32"]), help="Shipped precision (default: the target's, "
               "int8). The fp32 artifact is always kept for comparison.")
 @budget_options
@@ -111,6 +112,8 @@ def print_report(report: Any, as_json: bool, output: Any) -> None:
         fastest = fastest_within_budgets(report)
         if fastest and len(report.shipping) > 1:
             output.result(fastest)
+        if report.selection:
+            output.result(report.selection[-1])
     for warning in report.warnings:
         output.failure(f"warning: {warning}")
     for line in failures(report):

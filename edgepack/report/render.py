@@ -130,6 +130,8 @@ def markdown(report: Report) -> str:
                          f"{format_value(v.observed, v.unit)} | {format_value(v.margin, v.unit)} | "
                          f"{'pass' if v.passed else 'FAIL' + (' — ' + v.reason if v.reason else '')} |")
         lines.append("")
+    if report.selection:
+        lines += ["## Runtime selection (--runtime auto)", ""] + [f"- {line}" for line in report.selection] + [""]
     if report.parity:
         lines += parity_table(report)
     if model.passes:
