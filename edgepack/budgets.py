@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Mapping, Optional
+from dataclasses import replace
+from typing import Iterable, Mapping, Optional
 
 from edgepack.errors import UsageError
 from edgepack.records import Budget
@@ -17,7 +18,7 @@ TIME_UNITS = {"US": 1e-3, "MS": 1.0, "S": 1000.0}
 ACCURACY_UNITS = {"PP": 1.0, "%": 1.0}
 LATENCY_STATS = ("p50", "p90", "p99", "mean")
 # a sign is accepted here only so that "-5MB" is refused as negative rather than as unreadable
-_NUMBER_UNIT = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)\s*$")
+NUMBER_UNIT = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)\s*$")
 MAX_ACCURACY_DROP_PP = 100.0  # top-1 cannot drop by more than 100 percentage points
 
 # metric -> (unit of the limit, accepted unit table, how to write it)
@@ -37,7 +38,7 @@ def parse_budget(metric: str, text: str, stat: str = "") -> Budget:
     option = OPTION_OF_METRIC[metric]
     if not str(text).strip():
         raise UsageError(f"{option} is empty; give a number with a unit ({how}), or leave the option out")
-    match = _NUMBER_UNIT.match(str(text))
+    match = NUMBER_UNIT.match(str(text))
     if not match:
         raise UsageError(f"{option} {text!r} is not a number with a unit; use {how}")
     number, suffix = float(match.group(1)), match.group(2).upper()
@@ -73,3 +74,43 @@ def merge_budgets(defaults: list[Budget], given: list[Budget]) -> list[Budget]:
 def optional_budget(metric: str, text: Optional[str], stat: str = "") -> list[Budget]:
     """None means the option was not given; anything else, the empty string included, must parse."""
     return [] if text is None else [parse_budget(metric, text, stat)]
+
+
+TOLERANCE_FORMS = "fail (the default), pass, or a percentage such as 5%"
+
+
+def parse_latency_tolerance(text: str) -> str:
+    """`--latency-tolerance`: what a latency verdict too close to call becomes. "fail" fails it; "pass" passes it;
+    "N%" passes it when the interval's upper end is at most N % above the limit. Returned normalised ("5%")."""
+    value = str(text).strip().lower()
+    if value in ("fail", "pass"):
+        return value
+    match = NUMBER_UNIT.match(value)
+    if not match or match.group(2) != "%":
+        raise UsageError(f"--latency-tolerance {text!r}: use {TOLERANCE_FORMS}")
+    number = float(match.group(1))
+    if not math.isfinite(number) or not 0 < number <= 100:
+        raise UsageError(f"--latency-tolerance {text!r}: a percentage above 0% and at most 100%, e.g. 5%")
+    return f"{number:g}%"
+
+
+def tolerance_fraction(tolerance: str) -> Optional[float]:
+    """How far above the limit (a fraction) a verdict too close to call may reach and pass; None: it fails;
+    infinity: it passes. `tolerance` is what parse_latency_tolerance returned ("" means fail)."""
+    if tolerance in ("", "fail"):
+        return None
+    if tolerance == "pass":
+        return math.inf
+    return float(tolerance.rstrip("%")) / 100.0
+
+
+def with_latency_tolerance(budgets: Iterable[Budget], tolerance: Optional[str]) -> list[Budget]:
+    """The budgets with `tolerance` (as the user wrote it) on each latency budget; None leaves them as they are."""
+    budgets = list(budgets)
+    if tolerance is None:
+        return budgets
+    parsed = parse_latency_tolerance(tolerance)
+    if not any(b.metric == "latency" for b in budgets):
+        raise UsageError(f"--latency-tolerance {tolerance} applies to latency budgets and there is none; add "
+                         f"--max-latency TIME or drop --latency-tolerance")
+    return [replace(b, tolerance=parsed) if b.metric == "latency" else b for b in budgets]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional, Sequence
 
-from edgepack.records import Accuracy, Artifact, Budget, Measurement, Report, Verdict
-
+from edgepack.budgets import tolerance_fraction
+from edgepack.records import FAIL, PASS, TOO_CLOSE, Accuracy, Artifact, Budget, Measurement, Report, Verdict
 
 
 def delegation_budget() -> Budget:
@@ -31,8 +32,57 @@ def judge(report: Report, budgets: Optional[Sequence[Budget]] = None) -> list[Ve
         for artifact in shipping:
             observed, reason = observe(budget, artifact, report.measurements, report.accuracy,
                                        [p.name for p in report.model.passes])
-            verdicts.append(_verdict(budget, artifact.name, observed, reason))
+            verdict = _verdict(budget, artifact.name, observed, reason)
+            if budget.metric == "latency" and observed is not None:
+                m = next(m for m in report.measurements if m.artifact == artifact.name)
+                verdict = noise_aware(verdict, budget, m.samples_ms)
+            verdicts.append(verdict)
     return verdicts
+
+
+def noise_aware(verdict: Verdict, budget: Budget, samples: Sequence[float]) -> Verdict:
+    """A latency verdict judged by the confidence interval of its statistic rather than by one number: pass when the
+    whole interval is within the limit, fail when all of it is over, too close to call when it straddles the limit
+    (then the budget's tolerance decides). Without per-run samples the point value decides, as it always did."""
+    from edgepack.stats import interval
+
+    if len(samples) < 2:
+        return verdict
+    ci = interval(samples, budget.stat or "p90")
+    limit = budget.limit
+    judged = replace(verdict, interval=(ci.low, ci.high), confidence=ci.confidence, method=ci.method)
+    if ci.high <= limit:
+        return replace(judged, status=PASS, passed=True)
+    if ci.low > limit:
+        return replace(judged, status=FAIL, passed=False)
+    reach = tolerance_fraction(budget.tolerance)
+    tolerated = reach is not None and ci.high <= limit * (1.0 + reach)
+    how = ("passed: --latency-tolerance pass" if budget.tolerance == "pass" else
+           f"passed: its upper end is within --latency-tolerance {budget.tolerance} of the limit" if tolerated else
+           f"failed: its upper end is more than {budget.tolerance} over the limit" if reach is not None else
+           "failed: add --runs for a narrower interval, or set --latency-tolerance")
+    span = format_interval(ci.low, ci.high, budget.unit, limit)
+    why = (f"too close to call: the {ci.confidence:.0%} interval {span} of {budget.stat or 'p90'} straddles the limit "
+           f"{format_value(limit, budget.unit)}; {how}")
+    return replace(judged, status=TOO_CLOSE, passed=tolerated, reason=why)
+
+
+def format_interval(low: float, high: float, unit: str, limit: Optional[float] = None) -> str:
+    """An interval, with as many decimals (up to 6) as keep its ends and the limit apart: sub-millisecond latencies
+    would otherwise print as [0.020 ms, 0.020 ms]."""
+    if unit != "ms":
+        return f"[{format_value(low, unit)}, {format_value(high, unit)}]"
+    texts = _distinct([low, high] + ([] if limit is None else [limit]))
+    return f"[{texts[0]}, {texts[1]}] ms"
+
+
+def _distinct(values: Sequence[float]) -> list[str]:
+    """The values with the fewest decimals (3 to 6) that print different values differently."""
+    for decimals in range(3, 7):
+        texts = [f"{v:.{decimals}f}" for v in values]
+        if len(set(texts)) == len(set(values)):
+            break
+    return texts
 
 
 def observe(budget: Budget, artifact: Artifact, measurements: Sequence[Measurement],
@@ -106,5 +156,38 @@ def describe_failure(v: Verdict) -> str:
         return f"{v.artifact}: {v.reason}"
     if v.observed is None:
         return f"{v.budget} [{v.artifact}]: not checked — {v.reason}"
-    return (f"{v.budget} [{v.artifact}]: observed {format_value(v.observed, v.unit)} > limit "
+    if v.status == TOO_CLOSE or v.metric.endswith(REGRESSION_SUFFIX):  # the reason carries the figures
+        return f"{v.budget} [{v.artifact}]: {v.reason}"
+    text = (f"{v.budget} [{v.artifact}]: observed {format_value(v.observed, v.unit)} > limit "
             f"{format_value(v.limit, v.unit)} (over by {format_value(-(v.margin or 0), v.unit)})")
+    if v.interval and v.confidence:
+        text += f", {v.confidence:.0%} interval {format_interval(*v.interval, v.unit, v.limit)}"
+    return text
+
+
+REGRESSION_SUFFIX = "_regression"  # the metric of a regression verdict: latency_regression, size_regression, ...
+
+
+def mark(v: Verdict) -> str:
+    """The word a verdict line starts with: pass, FAIL, or either with "too close to call"."""
+    word = "pass" if v.passed else "FAIL"
+    return f"{word} ({TOO_CLOSE})" if v.status == TOO_CLOSE else word
+
+
+def describe_verdict(v: Verdict) -> str:
+    """One line per verdict, passed or not: what was observed against what, with the interval or the comparison."""
+    head = f"{mark(v)}  {v.budget} [{v.artifact}]"
+    if v.metric == "runtimes":
+        return f"{head}: {v.reason}"
+    if v.metric.endswith(REGRESSION_SUFFIX):
+        return f"{head}: {v.reason}"
+    observed, limit = format_value(v.observed, v.unit), format_value(v.limit, v.unit)
+    if v.interval and v.unit == "ms" and v.observed is not None:
+        observed, limit = (f"{t} ms" for t in _distinct([v.observed, v.limit, *v.interval])[:2])
+    text = f"{head}: observed {observed}"
+    if v.status == TOO_CLOSE:  # the reason names the interval
+        text += f" ({v.method})"
+    elif v.interval and v.confidence:
+        text += f" ({v.confidence:.0%} interval {format_interval(*v.interval, v.unit, v.limit)}, {v.method})"
+    text += f", limit {limit}"
+    return text + (f" — {v.reason}" if v.reason and (not v.passed or v.status == TOO_CLOSE) else "")

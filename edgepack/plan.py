@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from edgepack.budgets import LATENCY_STATS, merge_budgets
+from edgepack.budgets import LATENCY_STATS, merge_budgets, with_latency_tolerance
 from edgepack.config import Target, load_target, target_budgets
 from edgepack.errors import MissingDependency, UsageError
 from edgepack.models.request import ModelRequest, check_model_request
@@ -55,6 +55,7 @@ class BuildRequest:
     robustness: bool = False  # accuracy under corruptions of the eval data, for eager and every artifact
     allow_partial: bool = False  # a runtime that fails is reported but does not fail the build
     parity_floor: Optional[str] = None  # --parity-floor VALUE|off; None: the target's
+    latency_tolerance: Optional[str] = None  # --latency-tolerance fail|pass|N%: latency verdicts too close to call
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,8 @@ def _check_installed(runtimes: Sequence[PlannedRuntime]) -> None:
 
 
 def _budgets(request: BuildRequest, target: Target) -> list[Budget]:
-    budgets = merge_budgets(target_budgets(target), list(request.budgets))
+    budgets = with_latency_tolerance(merge_budgets(target_budgets(target), list(request.budgets)),
+                                     request.latency_tolerance)
     from edgepack.gates import delegation_budget, every_runtime_budget
 
     if request.require_full_delegation:

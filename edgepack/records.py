@@ -460,6 +460,9 @@ class Measurement(Record):
     peak_over_baseline_bytes: Optional[int]
     versions: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    # every timed run's latency in run order: the latency gates' confidence intervals and the regression gate's rank
+    # test are computed from these; empty in older reports and for runners that print only a summary
+    samples_ms: tuple[float, ...] = ()
 
     def latency_ms(self, stat: str) -> float:
         return float(getattr(self, f"{stat}_ms"))
@@ -475,6 +478,12 @@ class Budget(Record):
     unit: str  # bytes | ms | pp | count
     text: str  # what the user wrote, e.g. "1MB"
     stat: str = ""  # for latency: p50 | p90 | p99 | mean
+    # latency: what a verdict too close to call becomes: "" or "fail" (fails), "pass", or "N%" (passes when the
+    # interval's upper end is within N % above the limit); see budgets.parse_latency_tolerance
+    tolerance: str = ""
+
+
+PASS, FAIL, TOO_CLOSE = "pass", "fail", "too close to call"  # Verdict.status
 
 
 @dataclass(frozen=True)
@@ -486,8 +495,21 @@ class Verdict(Record):
     observed: Optional[float]
     unit: str
     margin: Optional[float]  # limit - observed, in `unit`; negative means over budget
-    passed: bool
+    passed: bool  # what the gate decided: a verdict too close to call passes only when the budget tolerates it
     reason: str = ""
+    status: str = ""  # pass | fail | too close to call: what the measurement says ("" in older reports: from passed)
+    # the observed statistic's confidence interval, from the per-run samples (latency budgets), in `unit`
+    interval: Optional[tuple[float, float]] = None
+    confidence: Optional[float] = None  # e.g. 0.95
+    method: str = ""  # how the interval was computed, e.g. "order statistics, 100 runs"
+    # regression verdicts: the baseline report's figure (in `unit`), observed / baseline, and the rank test's p-value
+    baseline: Optional[float] = None
+    ratio: Optional[float] = None
+    p_value: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if not self.status:  # verdicts of older reports, and those made without an interval, say what passed says
+            object.__setattr__(self, "status", PASS if self.passed else FAIL)
 
 
 @dataclass(frozen=True)

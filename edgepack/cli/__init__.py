@@ -75,9 +75,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from edgepack.cli import build, check, compress, distill, targets, zoo
+    from edgepack.cli import build, check, compress, distill, history, targets, zoo
 
-    for module in (build, compress, distill, check, targets, zoo):
+    for module in (build, compress, distill, check, history, targets, zoo):
         cli.add_command(module.command)
 
 

@@ -7,11 +7,11 @@ from typing import Any, Optional
 
 import click
 
+from edgepack.cli.ci_options import ci_options, ci_request, history_option
 from edgepack.cli.options import (EXIT_CODE_HELP, LATENCY_STAT_CHOICE, budget_options, budgets_given,
                                   compression_options, model_options, model_request, pass_configs)
 from edgepack.errors import UsageError
 from edgepack.runtimes import REGISTRY
-
 
 
 @click.command("build", epilog=EXIT_CODE_HELP)
@@ -27,6 +27,8 @@ from edgepack.runtimes import REGISTRY
 @budget_options
 @click.option("--latency-stat", type=LATENCY_STAT_CHOICE, help="Statistic --max-latency checks (default: the "
               "target's, p90).")
+@ci_options
+@history_option
 @click.option("--require-full-delegation", is_flag=True, help="Fail (exit 3) if any op of an ExecuTorch artifact "
               "stays outside the XNNPACK delegate.")
 @click.option("--parity-floor", metavar="VALUE|off", help="The least agreement with eager PyTorch an artifact "
@@ -64,8 +66,10 @@ def command(model_spec: str, factory: Optional[str], trust_checkpoint: bool, inp
             require_full_delegation: bool, allow_partial: bool, qat_epochs: Optional[int], robustness: bool,
             bundle: Optional[bool], calibration: Optional[str], calibration_samples: Optional[int],
             eval_data: Optional[str], device: Optional[str], runners: tuple[str, ...], threads: Optional[int],
-            runs: Optional[int], out: Optional[Path], as_json: bool, quiet: bool, **options: Any) -> None:
+            runs: Optional[int], out: Optional[Path], as_json: bool, quiet: bool, latency_tolerance: Optional[str],
+            **options: Any) -> None:
     """Compress, export, quantize, verify, measure and budget-gate a model for a target."""
+    from edgepack import ci
     from edgepack.cli.output import Output
     from edgepack.config import load_target
     from edgepack.plan import BuildRequest, plan
@@ -81,14 +85,17 @@ def command(model_spec: str, factory: Optional[str], trust_checkpoint: bool, inp
         runs=runs, out=out, budgets=tuple(budgets_given(options, latency_stat or target_file.latency_stat)),
         passes=pass_configs(options), require_full_delegation=require_full_delegation, bundle=bundle,
         device=device, runners=runner_pairs(runners), qat_epochs=qat_epochs, robustness=robustness,
-        allow_partial=allow_partial, parity_floor=parity_floor,
+        allow_partial=allow_partial, parity_floor=parity_floor, latency_tolerance=latency_tolerance,
     )
     build_plan = plan(request, target_file)  # every model-free check, before torch is imported
+    ci_plan = ci.prepare(ci_request(options), target_file.name)
 
     from edgepack.pipeline import execute
 
     output = Output(quiet)
     report = execute(build_plan, output)
+    report = ci.with_regression(report, ci_plan)
+    ci.write_outputs(report, report.verdicts, ci_plan, "build", output.warn)
     print_report(report, as_json, output)
 
 
@@ -103,12 +110,17 @@ def runner_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 
 def print_report(report: Any, as_json: bool, output: Any) -> None:
+    from edgepack.gates import REGRESSION_SUFFIX, describe_verdict
     from edgepack.report.render import artifact_rows, failures, fastest_within_budgets, verdict_line
 
     if as_json:
         output.json(report.to_json())
     else:
         output.table(f"{report.model.model_name} → {report.target} ({report.out_dir})", artifact_rows(report))
+        # the figures behind latency and regression verdicts (interval, baseline, ratio, p-value), pass or fail
+        for v in report.verdicts:
+            if v.interval is not None or v.metric.endswith(REGRESSION_SUFFIX):
+                output.result(describe_verdict(v))
         fastest = fastest_within_budgets(report)
         if fastest and len(report.shipping) > 1:
             output.result(fastest)
