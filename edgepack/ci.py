@@ -2,14 +2,15 @@
 JUnit XML, the GitHub Actions step summary and the build history.
 
 `prepare` runs every check that needs no build before any work (a bad baseline, threshold, --junit or --history path
-exits 2 in milliseconds); `regression_verdicts` and `write_outputs` run once the report is judged.
+exits 2 in milliseconds); `regression_verdicts` is judged inside the build, before its report is written,
+and `write_outputs` runs once the report is final.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -69,20 +70,6 @@ def regression_verdicts(report: Report, plan: CiPlan) -> list[Verdict]:
     name = str(plan.baseline_path)
     check_comparable(report, plan.baseline, name)
     return compare(report, plan.baseline, plan.thresholds, name)
-
-
-def with_regression(report: Report, plan: CiPlan) -> Report:
-    """A finished build's report with the regression verdicts added, report.json and report.md re-written."""
-    added = regression_verdicts(report, plan)
-    if not added:
-        return report
-    from edgepack.report import render
-
-    report = replace(report, verdicts=report.verdicts + tuple(added))
-    out = Path(report.out_dir)
-    render.write_markdown(report, out / "report.md")
-    render.write_json(report, out / "report.json")  # last, as the build writes it: present means complete
-    return report
 
 
 def write_outputs(report: Report, verdicts: Sequence[Verdict], plan: CiPlan, command: str, warn: WarnFn) -> None:

@@ -53,9 +53,6 @@ def compare_outputs(name: str, ref: np.ndarray, got: np.ndarray, task: str, inpu
     ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
     diff = np.abs(ref64 - got64)
     flat_ref, flat_got = ref64.reshape(len(ref), -1), got64.reshape(len(got), -1)
-    norms = np.linalg.norm(flat_ref, axis=1) * np.linalg.norm(flat_got, axis=1)
-    both_zero = norms == 0
-    cosines = np.where(both_zero, 1.0, np.sum(flat_ref * flat_got, axis=1) / np.where(both_zero, 1.0, norms))
     relative = float(np.linalg.norm(ref64 - got64) / (np.linalg.norm(ref64) or 1.0))
     agreement = None
     if task == "classification":
@@ -63,7 +60,14 @@ def compare_outputs(name: str, ref: np.ndarray, got: np.ndarray, task: str, inpu
     elif task == "segmentation":
         agreement = float(np.mean(ref.argmax(1) == got.argmax(1)))
     return Parity(name, len(ref), float(diff.max()), float(diff.mean()), agreement, inputs_from,
-                  relative_error=relative, cosine=float(np.mean(cosines)), task=task)
+                  relative_error=relative, cosine=mean_cosine(flat_ref, flat_got), task=task)
+
+
+def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over rows of the cosine similarity of two (N, D) arrays; two all-zero rows count as identical."""
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    both_zero = norms == 0
+    return float(np.mean(np.where(both_zero, 1.0, np.sum(a * b, axis=1) / np.where(both_zero, 1.0, norms))))
 
 
 def _accuracy(name: str, outputs: np.ndarray, data: ArrayDataset, task: str) -> Accuracy:
@@ -85,9 +89,7 @@ def _accuracy(name: str, outputs: np.ndarray, data: ArrayDataset, task: str) -> 
                                                                                     outputs.shape[1]))
     flat, target = outputs.reshape(n, -1).astype(np.float64), labels.reshape(n, -1).astype(np.float64)
     if task == "embedding":
-        norms = np.linalg.norm(flat, axis=1) * np.linalg.norm(target, axis=1)
-        cosines = np.sum(flat * target, axis=1) / np.where(norms == 0, 1.0, norms)
-        return Accuracy(name, data.name, n, None, metric="cosine", value=float(np.mean(cosines)))
+        return Accuracy(name, data.name, n, None, metric="cosine", value=mean_cosine(flat, target))
     return Accuracy(name, data.name, n, None, metric="mean abs error", value=float(np.mean(np.abs(flat - target))))
 
 

@@ -13,14 +13,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 from edgepack import __version__
 from edgepack.plan import EAGER, BuildPlan, check_writable
 from edgepack.progress import Progress, SilentProgress
 from edgepack.errors import EdgepackError, ParityBelowFloor
 from edgepack.records import (Accuracy, Artifact, Measurement, Parity, Provenance, Report, Robustness,
-                              RuntimeFailure, StageTiming)
+                              RuntimeFailure, StageTiming, Verdict)
 
 if TYPE_CHECKING:
     from edgepack.compress import PassConfig
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from edgepack.runtimes.base import QatRequest, Runtime
 
 
-def execute(plan: BuildPlan, progress: Optional[Progress] = None) -> Report:
+def execute(plan: BuildPlan, progress: Optional[Progress] = None,
+            more_verdicts: Optional[Callable[[Report], Sequence[Verdict]]] = None) -> Report:
     """Run every stage of the plan; outputs are written into a staging directory and moved into place at the end."""
     from edgepack import evaluate
     from edgepack.gates import judge
@@ -115,6 +116,8 @@ def execute(plan: BuildPlan, progress: Optional[Progress] = None) -> Report:
             from edgepack.selection import choose_fastest
 
             report = choose_fastest(report)
+        if more_verdicts is not None:  # e.g. the regression gate against a baseline report, judged before writing
+            report = replace(report, verdicts=report.verdicts + tuple(more_verdicts(report)))
         with progress.stage("writing report"):
             from edgepack.report.publish import publish
 

@@ -93,8 +93,7 @@ def command(model_spec: str, factory: Optional[str], trust_checkpoint: bool, inp
     from edgepack.pipeline import execute
 
     output = Output(quiet)
-    report = execute(build_plan, output)
-    report = ci.with_regression(report, ci_plan)
+    report = execute(build_plan, output, more_verdicts=lambda built: ci.regression_verdicts(built, ci_plan))
     ci.write_outputs(report, report.verdicts, ci_plan, "build", output.warn)
     print_report(report, as_json, output)
 

@@ -7,19 +7,15 @@ from typing import Any, Callable
 
 import click
 
+from edgepack.cli.options import apply_options
+
 TOLERANCE_HELP = ("What a latency verdict too close to call (its 95% confidence interval, from the per-run samples, "
                   "straddles the limit) becomes: fail (default), pass, or a percentage N% (passes when the "
                   "interval's upper end is at most N% above the limit).")
 
 
-def _apply(fn: Callable, options: list[Callable]) -> Callable:
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
 def ci_options(fn: Callable) -> Callable:
-    return _apply(fn, [
+    return apply_options(fn, [
         click.option("--latency-tolerance", metavar="fail|pass|N%", help=TOLERANCE_HELP),
         click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path), metavar="BASE.json",
                      help="A report.json of the same model and target (e.g. the main branch's) to judge regressions "

@@ -24,14 +24,15 @@ BUDGET_HELP = {
 LATENCY_STAT_CHOICE = click.Choice(["p50", "p90", "p99", "mean"])
 
 
-def _apply(fn: Callable, options: list[Callable]) -> Callable:
+def apply_options(fn: Callable, options: list[Callable]) -> Callable:
+    """Decorate `fn` with click options, listed in the order --help shows them."""
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
 def model_options(fn: Callable) -> Callable:
-    return _apply(fn, [
+    return apply_options(fn, [
         click.option("--model", "model_spec", required=True, metavar="SPEC",
                      help="zoo:NAME, path/to/file.py:callable, package.module:callable, a torch.export .pt2, "
                           "or a checkpoint .pt with --factory."),
@@ -51,7 +52,7 @@ def model_options(fn: Callable) -> Callable:
 
 
 def budget_options(fn: Callable) -> Callable:
-    return _apply(fn, [
+    return apply_options(fn, [
         click.option("--budget", "size_budget", metavar="SIZE", help=BUDGET_HELP["size"]),
         click.option("--max-latency", metavar="TIME", help=BUDGET_HELP["latency"]),
         click.option("--max-memory", metavar="SIZE", help=BUDGET_HELP["memory"]),
@@ -84,7 +85,7 @@ def compression_options(fn: Callable) -> Callable:
         click.option("--recipe", type=click.Path(dir_okay=False), help="YAML file listing passes in order "
                      "(replaces the pass options above)."),
     ]
-    return _apply(fn, options)
+    return apply_options(fn, options)
 
 
 def pass_configs(kw: dict[str, Any]) -> tuple[Any, ...]:

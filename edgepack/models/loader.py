@@ -111,13 +111,10 @@ def _bind_inputs(request: ModelRequest, loaded: _Loaded, module: nn.Module) -> t
 
 
 def _shapes_text(names: Sequence[str], inputs: Sequence[torch.Tensor]) -> str:
-    """"1x3x8x8", or "input_ids=1x16:int64, attention_mask=1x16:int64" for several or non-float inputs."""
-    parts = []
-    for name, t in zip(names, inputs):
-        dtype = str(t.dtype).replace("torch.", "")
-        shape = "x".join(map(str, t.shape)) + ("" if dtype == "float32" else f":{dtype}")
-        parts.append(shape if len(inputs) == 1 else f"{name}={shape}")
-    return ", ".join(parts)
+    """"1x3x8x8", or "input_ids=1x16:int64, attention_mask=1x16:int64" for several inputs, as --input-shape reads."""
+    named = len(inputs) > 1
+    return ", ".join(InputSpec(name if named else None, tuple(t.shape), str(t.dtype).replace("torch.", "")).text()
+                     for name, t in zip(names, inputs))
 
 
 def count_params_and_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[int, int]:
