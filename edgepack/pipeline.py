@@ -255,7 +255,8 @@ def _failure(runtime: str, results: _RuntimeResults, exc: BaseException) -> Runt
     # a runtime that did not finish ships nothing: what it built stays as reference, unverified parts dropped
     for name in list(results.artifacts):
         if name not in {p.artifact for p in results.parity}:
-            Path(results.artifacts.pop(name).path).unlink(missing_ok=True)
+            for file in results.artifacts.pop(name).files():
+                file.unlink(missing_ok=True)
     return RuntimeFailure(runtime=runtime, stage=results.stage, artifact=results.current, reason=reason,
                           evidence=getattr(exc, "evidence", "") or "",
                           exit_code=exc.exit_code if isinstance(exc, EdgepackError) else 1)

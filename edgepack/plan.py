@@ -195,6 +195,9 @@ def _installed_runtimes(target: Target, warnings: list[str]) -> list[str]:
     for name in names:
         if missing[name]:
             warnings.append(f"--runtime auto: {name} is not a candidate: {missing[name][0]}")
+    if len(installed) == 1:
+        warnings.append(f"--runtime auto: {installed[0]} is the only runtime of target {target.name} installed here, "
+                        f"so it is built without a comparison")
     return installed
 
 

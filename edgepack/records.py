@@ -315,8 +315,17 @@ class CalibrationInfo(Record):
 
 
 @dataclass(frozen=True)
+class ArtifactFile(Record):
+    """A file an artifact needs beside its main file (an OpenVINO IR's .bin weights), in the same directory."""
+
+    name: str  # file name, no directory: it always sits beside the artifact's main file
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class Artifact(Record):
-    """One exported file."""
+    """One exported model: its main file, and the companion files it cannot be loaded without."""
 
     name: str  # stable key used by parity/measurement/verdict records, e.g. "onnxruntime-int8"
     path: str
@@ -345,6 +354,14 @@ class Artifact(Record):
     # how the file was produced when a runtime has more than one way (e.g. "torch.onnx dynamo exporter", or its
     # TorchScript exporter after the dynamo one refused the model); the reason for a fallback is in `notes`
     export_path: str = ""
+    # files the main one needs beside it (an OpenVINO IR's .bin); size_bytes counts them too, since they ship
+    companions: tuple[ArtifactFile, ...] = ()
+
+    def files(self) -> tuple[Path, ...]:
+        """Every file of the artifact, the main one last: whoever moves or deletes them in this order never leaves a
+        main file without its companions."""
+        main = Path(self.path)
+        return (*(main.with_name(c.name) for c in self.companions), main)
 
     @classmethod
     def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:

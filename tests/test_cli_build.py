@@ -179,10 +179,10 @@ def test_runtime_auto_ships_the_fastest_runtime_within_budgets(tmp_path):
                                       "--runs", "20", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    candidates = ["onnxruntime-int8", "executorch-int8", "litert-int8"]
+    candidates = ["onnxruntime-int8", "executorch-int8", "litert-int8", "openvino-int8"]
     (winner,) = report["shipping"]
     assert winner in candidates
-    assert [line.split(":")[0] for line in report["selection"][:3]] == candidates
+    assert [line.split(":")[0] for line in report["selection"][:4]] == candidates
     assert report["selection"][-1].startswith(f"shipped: {winner} — ")
     p50 = {m["artifact"]: m for m in report["measurements"] if m["artifact"] in candidates}
     fastest = min(p50.values(), key=lambda m: m["p50_ms"])

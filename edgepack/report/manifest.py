@@ -31,6 +31,9 @@ def manifest(report: Report, calibration: Optional[ArrayDataset] = None) -> dict
                 "scheme": a.scheme,
                 "size_bytes": a.size_bytes,
                 "sha256": a.sha256,
+                # files the app must place beside "file" (an OpenVINO IR's weights); size_bytes includes them
+                "companions": [{"file": c.name, "size_bytes": c.size_bytes, "sha256": c.sha256}
+                               for c in a.companions],
                 "inputs": [i.to_dict() for i in a.inputs],
                 "outputs": [o.to_dict() for o in a.outputs],
                 "session_options": dict(a.session_options),

@@ -23,7 +23,8 @@ def write_bundle(report: Report, out: Path, calibration: ArrayDataset | None, th
     bundle_dir.mkdir(parents=True)
     shipped = [a for a in report.artifacts if a.name in report.shipping]
     for artifact in shipped:
-        shutil.copy2(artifact.path, bundle_dir / Path(artifact.path).name)
+        for file in artifact.files():
+            shutil.copy2(file, bundle_dir / file.name)
     data = manifest(report, calibration)
     data["artifacts"] = [a for a in data["artifacts"] if a["shipping"]]
     atomic_write_text(bundle_dir / "manifest.json", json.dumps(data, indent=2) + "\n")

@@ -21,12 +21,12 @@ def publish(report: Report, out: Path, calibration: Optional[ArrayDataset], thre
     from edgepack.report.manifest import write_manifest
 
     out.mkdir(parents=True, exist_ok=True)
-    _remove_previous_artifacts(out, {Path(a.path).name for a in report.artifacts}, warn)
+    _remove_previous_artifacts(out, {f.name for a in report.artifacts for f in a.files()}, warn)
     moved = []
     for artifact in report.artifacts:
-        final = out / Path(artifact.path).name
-        os.replace(artifact.path, final)
-        moved.append(replace(artifact, path=str(final)))
+        for file in artifact.files():  # companions first, the main file last
+            os.replace(file, out / file.name)
+        moved.append(replace(artifact, path=str(out / Path(artifact.path).name)))
     report = replace(report, artifacts=tuple(moved))
     write_manifest(report, out / "manifest.json", calibration)
     if bundle:
@@ -45,7 +45,8 @@ def _remove_previous_artifacts(out: Path, keep: set[str], warn: WarnFn) -> None:
     if not manifest.is_file():
         return
     try:
-        listed = [a["file"] for a in json.loads(manifest.read_text(encoding="utf-8"))["artifacts"]]
+        listed = [name for a in json.loads(manifest.read_text(encoding="utf-8"))["artifacts"]
+                  for name in (a["file"], *(c["file"] for c in a.get("companions", ())))]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         warn(f"{manifest} from an earlier build is unreadable ({type(exc).__name__}); artifacts it may list were "
              f"left in place")

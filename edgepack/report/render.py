@@ -146,6 +146,9 @@ def markdown(report: Report) -> str:
         share = "" if a.int8_weight_share is None else f"; {a.int8_weight_share:.0%} of weights in 8 bits"
         lines.append(f"- `{Path(a.path).name}`: {a.runtime} {a.precision}, {a.scheme}{share}; sha256 "
                      f"`{a.sha256[:16]}…`")
+        for companion in a.companions:
+            lines.append(f"  - needs `{companion.name}` beside it ({companion.size_bytes:,} bytes, counted in the "
+                         f"size; sha256 `{companion.sha256[:16]}…`)")
         if a.session_options:
             lines.append("  - session settings it must run with: "
                          + ", ".join(f"{k}={v}" for k, v in a.session_options.items()))

@@ -12,6 +12,7 @@ REGISTRY: dict[str, str] = {
     "onnxruntime": "edgepack.runtimes.onnxruntime:OnnxRuntime",
     "executorch": "edgepack.runtimes.executorch:ExecuTorchRuntime",
     "litert": "edgepack.runtimes.litert:LiteRTRuntime",
+    "openvino": "edgepack.runtimes.openvino:OpenVinoRuntime",
 }
 
 

@@ -101,7 +101,7 @@ class OnnxRuntime(RuntimeBase):
         export_path = "onnxruntime.quantization on the fp32 file"
         if request.precision == "fp32":
             with atomic_path(final) as tmp:
-                dynamic, export_path = _export_onnx(bundle, tmp, notes)
+                dynamic, export_path = export_onnx(bundle, tmp, notes)
                 if options.simplify:
                     simplification = _simplify_if_equal(tmp, bundle, notes)
             scheme = "fp32"
@@ -278,7 +278,7 @@ def _agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
     return float(np.mean(ref.argmax(1) == got.argmax(1)))
 
 
-def _export_onnx(bundle: ModelBundle, path: Path, notes: list[str]) -> tuple[bool, str]:
+def export_onnx(bundle: ModelBundle, path: Path, notes: list[str]) -> tuple[bool, str]:
     """Export with the dynamo exporter, dynamic batch when the model allows it; when the dynamo exporter refuses the
     model outright, with the TorchScript exporter. Returns (whether the batch is dynamic, the path that worked)."""
     import torch
