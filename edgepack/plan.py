@@ -155,7 +155,7 @@ def plan(request: BuildRequest, target: Optional[Target] = None) -> BuildPlan:
         raise UsageError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     auto = tuple(request.runtimes or ()) == (AUTO,)
     names = _installed_runtimes(target, warnings) if auto else resolve_runtimes(target, request.runtimes)
-    runtimes = tuple(_planned_runtime(target, name) for name in names)
+    runtimes = tuple(planned_runtime(target, name) for name in names)
     _check_installed(runtimes)
     budgets = _budgets(request, target)
     if request.robustness and not request.eval:
@@ -248,7 +248,7 @@ def check_writable(out: Path, option: str) -> None:
 
 # ---- the checks -----------------------------------------------------------------------------------------------------
 
-def _planned_runtime(target: Target, name: str) -> PlannedRuntime:
+def planned_runtime(target: Target, name: str) -> PlannedRuntime:
     from edgepack.runtimes import runtime_class
 
     cls = runtime_class(name)

@@ -75,9 +75,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from edgepack.cli import build, check, compress, distill, history, targets, zoo
+    from edgepack.cli import build, check, compress, distill, history, inspect, targets, zoo
 
-    for module in (build, compress, distill, check, history, targets, zoo):
+    for module in (build, compress, distill, check, history, inspect, targets, zoo):
         cli.add_command(module.command)
 
 

@@ -26,3 +26,15 @@ class ModelBundle:
 
     def replace(self, **changes: Any) -> "ModelBundle":
         return dataclasses.replace(self, **changes)
+
+    def own_names(self) -> "list[tuple[str, torch.nn.Module]]":
+        """(name, module) of the user's model as the user names them ("features.3"), without the prefix of the
+        wrappers edgepack put around it to take one output tensor or to call forward by keyword."""
+        from edgepack.models.inputs import KeywordForward
+        from edgepack.models.outputs import OutputSelector
+
+        inner, prefix = self.module, ""
+        while isinstance(inner, (KeywordForward, OutputSelector)):
+            inner, prefix = inner.model, prefix + "model."
+        return [(name[len(prefix):], m) for name, m in self.module.named_modules()
+                if name.startswith(prefix) or not prefix]

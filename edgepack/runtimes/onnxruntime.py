@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 SIMPLIFY_TOLERANCE = 1e-4  # max abs diff (relative to output scale) under which a simplified graph is kept
 TRANSFORMER_OPS = {"Softmax", "LayerNormalization"}
+# operators whose second input may be a weight: in an int8 graph it should come from a DequantizeLinear
+WEIGHTED_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU", "RNN"}
 SCHEMES = ("static-qdq", "dynamic")
 INTEGER_TYPES = ("uint8", "int8")
 BOOLEANS = (True, False)
@@ -129,6 +131,8 @@ class OnnxRuntime(RuntimeBase):
         inputs, outputs = onnx_io_specs(final)
         artifact = self.describe_file(final, request, inputs=inputs, outputs=outputs, scheme=scheme,
                                       dynamic_batch=dynamic, ops=op_census(op_counts(final)),
+                                      float_ops=op_census(float_compute_ops(final)) if request.precision == "int8"
+                                      else (),
                                       simplification=simplification, calibration=calibration, notes=notes,
                                       weight_census=onnx_weight_census(final))
         return dataclasses.replace(artifact, session_options=settings, export_path=export_path)
@@ -381,6 +385,21 @@ def op_counts(path: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
     for node in onnx.load(str(path), load_external_data=False).graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def float_compute_ops(path: Path) -> dict[str, int]:
+    """{op: count} of the weighted operators of an int8 graph that still compute in float: they read their weight
+    straight from a float initializer, neither dequantized from 8 bits (static QDQ) nor rewritten to an integer
+    kernel (dynamic INT8). A MatMul of two activations (attention's scores) has no weight and is not counted."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type in WEIGHTED_OPS and len(node.input) > 1 and node.input[1] in weights:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return dict(sorted(counts.items()))
 
 

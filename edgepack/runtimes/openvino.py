@@ -49,6 +49,8 @@ SESSION_SETTINGS = ("device", "inference_precision_hint")
 # attention: NNCF's transformer model type keeps the ops that lose accuracy in int8 (softmax, normalization) in float
 TRANSFORMER_OPS = {"Softmax", "MVN"}
 BOOKKEEPING_OPS = {"Constant", "Parameter", "Result"}
+WEIGHTED_OPS = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul"}
+WEIGHT_PATH_OPS = {"Convert", "Subtract", "Multiply", "Reshape", "Transpose", "Unsqueeze", "FakeQuantize"}
 FILE_FORMAT = "xml"
 
 
@@ -121,6 +123,8 @@ class OpenVinoRuntime(RuntimeBase):
                          if op.get_type_name() not in BOOKKEEPING_OPS)
         artifact = self.describe_file(final, request, inputs=inputs, outputs=outputs, scheme=scheme,
                                       dynamic_batch=_dynamic_batch(model), ops=op_census(counts),
+                                      float_ops=op_census(_float_compute_ops(model)) if request.precision == "int8"
+                                      else (),
                                       calibration=calibration, notes=notes,
                                       weight_census=count_weights(_constants(model)))
         weights = _weights_file(final)
@@ -284,6 +288,31 @@ def _io_specs(model: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...
 def _dynamic_batch(model: Any) -> bool:
     shape = model.inputs[0].get_partial_shape()
     return bool(shape.rank.is_static and shape.rank.get_length() > 0 and shape[0].is_dynamic)
+
+
+def _float_compute_ops(model: Any) -> Counter[str]:
+    """Weighted operators whose weight constant is still float: NNCF left them out (a MatMul of two activations,
+    attention's scores, has no weight and is not counted)."""
+    counts: Counter[str] = Counter()
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in WEIGHTED_OPS:
+            weight = _constant_behind(op.input_value(1).get_node())
+            if weight is not None and np.dtype(weight.get_element_type().to_dtype()).name not in ("int8", "uint8"):
+                counts[op.get_type_name()] += 1
+    return counts
+
+
+def _constant_behind(node: Any) -> Any:
+    """The Constant a weight input is computed from (through the Convert, Subtract, Multiply, Reshape and Transpose
+    that dequantize or lay it out), or None when the input is an activation."""
+    for _ in range(8):
+        kind = node.get_type_name()
+        if kind == "Constant":
+            return node
+        if kind not in WEIGHT_PATH_OPS:
+            return None
+        node = node.input_value(0).get_node()
+    return None
 
 
 def _constants(model: Any) -> Iterator[tuple[tuple[int, ...], str]]:
