@@ -21,7 +21,9 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 demo: setup
 	$(VENV)/bin/edgepack build --model zoo:digits-cnn --target x86-cpu --budget 1MB --eval zoo
 
+# the browser test of report.html needs chromium: installed here when missing and run as root (CI)
 test: setup
+	sh scripts/ensure-chromium
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=15
 
 test-fast: setup

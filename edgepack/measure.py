@@ -99,9 +99,10 @@ class Measurer:
 
 def measure_artifact(artifact_name: str, path: Path, inputs: Sequence["np.ndarray"], spec: MeasureSpec,
                      settings: Optional[Mapping[str, str]] = None, timeout_s: float = 600.0,
-                     baseline_rss: Optional[int] = None) -> Measurement:
+                     baseline_rss: Optional[int] = None, keep_samples: bool = False) -> Measurement:
     """Time one artifact in a child process, and a baseline child for the memory figure. The children read the
-    inputs from a file, so each input keeps its dtype and values (token ids stay valid ids)."""
+    inputs from a file, so each input keeps its dtype and values (token ids stay valid ids). `keep_samples`: the
+    Measurement carries every timed run's latency in run order (`edgepack compare` pools them across rounds)."""
     import numpy as np
 
     from edgepack.runtimes import get_runtime
@@ -127,6 +128,7 @@ def measure_artifact(artifact_name: str, path: Path, inputs: Sequence["np.ndarra
         init_ms=result["init_ms"], first_run_ms=result["first_run_ms"],
         peak_rss_bytes=peak, baseline_rss_bytes=base_peak, peak_over_baseline_bytes=max(0, peak - base_peak),
         versions=get_runtime(spec.runtime).versions(),
+        samples_ms=tuple(float(x) for x in result["samples_ms"]) if keep_samples else (),
         notes=("latency: wall time of one call from Python, inputs already in memory; "
                "memory: child peak RSS minus a baseline child with the same imports and inputs",),
     )

@@ -128,8 +128,10 @@ def _compare_one(threshold: Threshold, artifact: Artifact, old: Artifact, curren
     return latency_verdict(threshold, artifact.name, now_m, then_m)
 
 
-def latency_verdict(threshold: Threshold, artifact: str, now: Measurement, then: Measurement) -> Verdict:
-    """Slower only when the rank test says so (p < ALPHA) and the p50 ratio is above 1 + threshold."""
+def latency_verdict(threshold: Threshold, artifact: str, now: Measurement, then: Measurement,
+                    samples: str = "runs") -> Verdict:
+    """Slower only when the rank test says so (p < ALPHA) and the p50 ratio is above 1 + threshold. `samples` names
+    what `samples_ms` holds, for the reason ("runs"; `edgepack compare` passes each round's p50)."""
     limit = then.p50_ms * (1.0 + threshold.limit / 100.0)
     ratio = now.p50_ms / then.p50_ms if then.p50_ms > 0 else math.inf
     over = ratio > 1.0 + threshold.limit / 100.0
@@ -138,8 +140,8 @@ def latency_verdict(threshold: Threshold, artifact: str, now: Measurement, then:
     if len(now.samples_ms) >= 2 and len(then.samples_ms) >= 2:
         p = rank_test(now.samples_ms, then.samples_ms)
         significant = p < ALPHA
-        figures += (f", Mann-Whitney U p={p:.2g} (one-sided, {len(now.samples_ms)} vs {len(then.samples_ms)} runs); "
-                    f"threshold +{threshold.limit:g}% and p < {ALPHA:g}")
+        figures += (f", Mann-Whitney U p={p:.2g} (one-sided, {len(now.samples_ms)} vs {len(then.samples_ms)} "
+                    f"{samples}); threshold +{threshold.limit:g}% and p < {ALPHA:g}")
         regressed = over and significant
         outcome = ("regression" if regressed else "slower but not significant" if over else
                    "within the threshold" + ("" if ratio <= 1 else " (significant, but smaller than the threshold)"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
@@ -112,3 +112,44 @@ def bootstrap_interval(samples: Sequence[float], stat: str, confidence: float,
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(np.concatenate(values), [tail, 1.0 - tail])
     return float(low), float(high)
+
+
+def median_of_medians(rounds: Sequence[Sequence[float]]) -> float:
+    """The median of each round's median: one slow round (a process that ran slow throughout) cannot move it."""
+    return percentile(sorted(percentile(sorted(r), 50) for r in rounds), 50)
+
+
+def median_ratio_interval(a_rounds: Sequence[Sequence[float]], b_rounds: Sequence[Sequence[float]],
+                          confidence: float = CONFIDENCE, resamples: int = BOOTSTRAP_RESAMPLES,
+                          seed: int = BOOTSTRAP_SEED) -> Interval:
+    """The `confidence` interval of median_of_medians(B) / median_of_medians(A) for two artifacts timed in
+    interleaved rounds (round i of A and of B ran one after the other, each in its own process).
+
+    A two-level seeded bootstrap: rounds are drawn with replacement, the same round indices for A and B (so a slow
+    spell of the machine moves both), then runs within each drawn round. Process-to-process variation between rounds
+    widens the interval, as it should: the runs of one process are not independent of each other.
+    """
+    import numpy as np
+
+    if len(a_rounds) != len(b_rounds) or not a_rounds:
+        raise ValueError("both artifacts need the same number of rounds, at least one")
+    if any(len(r) < 1 for r in (*a_rounds, *b_rounds)):
+        raise ValueError("every round needs at least one run")
+    a = [np.asarray(r, dtype=float) for r in a_rounds]
+    b = [np.asarray(r, dtype=float) for r in b_rounds]
+    rng = np.random.default_rng(seed)
+    picked = rng.integers(0, len(a), size=(resamples, len(a)))  # the rounds each resample draws, shared by A and B
+
+    def medians(rounds: list[Any]) -> Any:
+        """Per resample, the median over its drawn rounds of a fresh resample of each drawn round's runs."""
+        out = np.empty(picked.shape)
+        for k, runs in enumerate(rounds):
+            where = picked == k
+            out[where] = np.median(runs[rng.integers(0, len(runs), size=(int(where.sum()), len(runs)))], axis=1)
+        return np.median(out, axis=1)
+
+    ratios = medians(b) / medians(a)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(ratios, [tail, 1.0 - tail])
+    return Interval(float(low), float(high), confidence,
+                    f"two-level bootstrap over {len(a)} rounds and their runs ({resamples} resamples, seed {seed})")

@@ -48,7 +48,7 @@ def test_int8_artifact_is_really_quantized(digits_build):
 def test_outputs_manifest_and_report_files(digits_build):
     out, report, _ = digits_build
     assert sorted(p.name for p in out.iterdir()) == [
-        "digits-cnn-fp32.onnx", "digits-cnn-int8.onnx", "manifest.json", "report.json", "report.md"]
+        "digits-cnn-fp32.onnx", "digits-cnn-int8.onnx", "manifest.json", "report.html", "report.json", "report.md"]
     manifest = json.loads((out / "manifest.json").read_text())
     for entry in manifest["artifacts"]:
         data = (out / entry["file"]).read_bytes()
@@ -62,6 +62,9 @@ def test_outputs_manifest_and_report_files(digits_build):
     for column in ("artifact", "precision", "size", "p50", "p90", "peak memory", "accuracy", "budgets"):
         assert f"| {column} " in md or f" {column} |" in md
     assert "all budgets met" in md
+    page = (out / "report.html").read_text()  # rendered from the same report: its verdict and every artifact
+    assert f"PASS: all {len(report['verdicts'])} budget verdicts met" in page
+    assert all(a["name"] in page for a in report["artifacts"])
 
 
 def test_measurements_are_real_and_labelled(digits_build):

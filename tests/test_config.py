@@ -77,12 +77,13 @@ def test_parse_input_specs():
 def test_bundled_targets_are_real_data():
     x86 = load_target("x86-cpu")
     assert x86.default_runtimes == ("onnxruntime",)
-    assert {r.name for r in x86.runtimes} == {"onnxruntime", "executorch", "litert"}
+    assert {r.name for r in x86.runtimes} == {"onnxruntime", "executorch", "litert", "openvino"}
     ort = x86.runtime("onnxruntime").options
     assert ort.activation_type == "uint8" and ort.per_channel is True  # type: ignore[attr-defined]
     assert x86.threads == 1 and x86.precision == "int8" and x86.runs >= 50
     board = load_target("linux-arm64")
-    assert board.arch == "arm64" and {r.name for r in board.runtimes} == {"onnxruntime", "executorch", "litert"}
+    assert board.arch == "arm64"
+    assert {r.name for r in board.runtimes} == {"onnxruntime", "executorch", "litert", "openvino"}
     android = load_target("android-arm64")
     assert android.default_runtimes == ("executorch", "litert") and android.arch == "arm64"
     assert android.bundle is True and android.runner == {}

@@ -75,9 +75,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from edgepack.cli import build, check, compress, distill, history, inspect, plan, targets, zoo
+    from edgepack.cli import build, check, compare, compress, distill, history, inspect, plan, targets, zoo
 
-    for module in (build, compress, distill, check, history, inspect, plan, targets, zoo):
+    for module in (build, compress, distill, check, compare, history, inspect, plan, targets, zoo):
         cli.add_command(module.command)
 
 

@@ -36,6 +36,13 @@ def history_option(fn: Callable) -> Callable:
                              "SQLite history file, created if missing; `edgepack history FILE.db` reads it.")(fn)
 
 
+def check_history_option(fn: Callable) -> Callable:
+    return click.option("--history", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.db",
+                        help="Record the re-judged report (its build's model, target and metrics, these verdicts, the "
+                             "git commit and branch of this check) in an SQLite history file, created if missing; "
+                             "`edgepack history FILE.db` reads it.")(fn)
+
+
 def ci_request(options: dict[str, Any]) -> Any:
     """The CI options among a command's keyword arguments, as a ci.CiRequest."""
     from edgepack.ci import CiRequest

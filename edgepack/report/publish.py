@@ -1,5 +1,6 @@
 """Publishing a finished build: move the staged artifacts into the output directory, then write the manifest, the
-mobile bundle and the reports. report.json is written last, so its presence means the build completed."""
+mobile bundle and the reports (report.md, report.html, report.json). report.json is written last, so its presence
+means the build completed."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ WarnFn = Callable[[str], None]
 
 def publish(report: Report, out: Path, calibration: Optional[ArrayDataset], threads: int, bundle: bool,
             warn: WarnFn) -> Report:
-    from edgepack.report import render
+    from edgepack.report import html, render
     from edgepack.report.manifest import write_manifest
 
     out.mkdir(parents=True, exist_ok=True)
@@ -34,6 +35,7 @@ def publish(report: Report, out: Path, calibration: Optional[ArrayDataset], thre
 
         write_bundle(report, out, calibration, threads)
     render.write_markdown(report, out / "report.md")
+    html.write_html(report, out / "report.html")
     render.write_json(report, out / "report.json")
     return report
 
@@ -55,3 +57,32 @@ def _remove_previous_artifacts(out: Path, keep: set[str], warn: WarnFn) -> None:
         if isinstance(name, str) and name not in keep and Path(name).name == name:
             (out / name).unlink(missing_ok=True)
 
+
+
+def adopt_build(build_dir: Path, out: Path, warn: WarnFn) -> Report:
+    """Move a finished build (written by `publish` into `build_dir`, e.g. one candidate of `build --auto`) into
+    `out`, as if it had been built there: artifacts and their companions, manifest and bundle moved, the reports
+    written again with the new paths, report.json last."""
+    import shutil
+
+    from edgepack.report import html, render
+    from edgepack.report.reading import read_report
+
+    report = read_report(build_dir / "report.json")
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_previous_artifacts(out, {f.name for a in report.artifacts for f in a.files()}, warn)
+    moved = []
+    for artifact in report.artifacts:
+        for file in artifact.files():
+            os.replace(build_dir / file.name, out / file.name)
+        moved.append(replace(artifact, path=str(out / Path(artifact.path).name)))
+    for name in ("manifest.json", "bundle.zip", "bundle"):
+        if (build_dir / name).exists():
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
+            os.replace(build_dir / name, out / name)
+    report = replace(report, artifacts=tuple(moved), out_dir=str(out))
+    render.write_markdown(report, out / "report.md")
+    html.write_html(report, out / "report.html")
+    render.write_json(report, out / "report.json")
+    return report
