@@ -17,7 +17,7 @@ from typing import Any, Callable, ContextManager, Optional, Sequence
 
 from edgepack.errors import UsageError, one_line
 from edgepack.records import Measurement, ModelInput, Record, Report, Verdict
-from edgepack.stats import percentile, std
+from edgepack.stats import percentile
 
 DEFAULT_ROUNDS = 5
 DEFAULT_RUNS = 50
@@ -338,28 +338,10 @@ def latency_threshold(text: str) -> Any:
 
 
 def _pooled(rounds: Sequence[Measurement]) -> Measurement:
-    """Every round's runs in one Measurement (in round order); init, first run and memory: the rounds' medians."""
-    samples = [s for m in rounds for s in m.samples_ms]
-    ordered = sorted(samples)
-    first = rounds[0]
+    from edgepack.measure import pool_measurements
 
-    def median_of(values: Sequence[Optional[float]]) -> Optional[float]:
-        known = sorted(float(v) for v in values if v is not None)
-        return percentile(known, 50) if known else None
-
-    peak = median_of([m.peak_rss_bytes for m in rounds])
-    over = median_of([m.peak_over_baseline_bytes for m in rounds])
-    return Measurement(
-        artifact=first.artifact, runtime=first.runtime, where=first.where, cpu=first.cpu, threads=first.threads,
-        warmup=first.warmup, runs=len(samples), p50_ms=percentile(ordered, 50), p90_ms=percentile(ordered, 90),
-        p99_ms=percentile(ordered, 99), mean_ms=sum(samples) / len(samples), std_ms=std(samples),
-        min_ms=ordered[0], max_ms=ordered[-1], init_ms=median_of([m.init_ms for m in rounds]),
-        first_run_ms=median_of([m.first_run_ms for m in rounds]),
-        peak_rss_bytes=None if peak is None else int(peak), baseline_rss_bytes=first.baseline_rss_bytes,
-        peak_over_baseline_bytes=None if over is None else int(over), versions=first.versions,
-        notes=(*first.notes, f"{len(rounds)} rounds in fresh child processes, interleaved with the other artifact; "
-                             f"init, first run and memory are the rounds' medians"),
-        samples_ms=tuple(samples))
+    return pool_measurements(rounds, f"{len(rounds)} rounds in fresh child processes, interleaved with the other "
+                                     f"artifact; init, first run and memory are the rounds' medians")
 
 
 def _compared(side: Side, pooled: Measurement, rounds: Sequence[Measurement]) -> ComparedArtifact:

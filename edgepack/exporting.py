@@ -21,11 +21,12 @@ if TYPE_CHECKING:
 
 def export(runtime: Runtime, bundle: "ModelBundle", step: "ExportStep", out_dir: Path,
            calibration: "ArrayDataset", options: RuntimeOptions, parent: Optional[Artifact],
-           qat: Optional[QatRequest]) -> Artifact:
+           qat: Optional[QatRequest], keep_float: tuple[str, ...] = ()) -> Artifact:
+    """`keep_float`: module names whose layers stay in float in an int8 export (a mixed-precision rescue)."""
     # the exporters log registry chatter (e.g. absent torchvision ops) at warning level; it is not the user's concern
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     request = ExportRequest(precision=step.precision, out_dir=out_dir, calibration=calibration, options=options,
-                            parent=parent, qat=qat if step.qat else None)
+                            parent=parent, qat=qat if step.qat else None, keep_float=keep_float)
     with captured():
         return runtime.export(bundle, request)
 

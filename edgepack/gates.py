@@ -35,22 +35,33 @@ def judge(report: Report, budgets: Optional[Sequence[Budget]] = None) -> list[Ve
             verdict = _verdict(budget, artifact.name, observed, reason)
             if budget.metric == "latency" and observed is not None:
                 m = next(m for m in report.measurements if m.artifact == artifact.name)
-                verdict = noise_aware(verdict, budget, m.samples_ms)
+                verdict = noise_aware(verdict, budget, m.samples_ms, m.process_runs)
             verdicts.append(verdict)
     return verdicts
 
 
-def noise_aware(verdict: Verdict, budget: Budget, samples: Sequence[float]) -> Verdict:
+def noise_aware(verdict: Verdict, budget: Budget, samples: Sequence[float],
+                process_runs: Sequence[int] = ()) -> Verdict:
     """A latency verdict judged by the confidence interval of its statistic rather than by one number: pass when the
     whole interval is within the limit, fail when all of it is over, too close to call when it straddles the limit
-    (then the budget's tolerance decides). Without per-run samples the point value decides, as it always did."""
-    from edgepack.stats import interval
+    (then the budget's tolerance decides). Without per-run samples the point value decides, as it always did.
+
+    Samples of one measuring process get the within-process interval (order statistics); samples pooled from several
+    (`process_runs`: a verdict too close to call re-measured in fresh processes, see remeasure.py) the two-level
+    bootstrap over processes and runs, which carries the process-to-process variation."""
+    from edgepack.stats import interval, pooled_interval, split_runs
 
     if len(samples) < 2:
         return verdict
-    ci = interval(samples, budget.stat or "p90")
+    remeasured = len(process_runs) > 1
+    if remeasured:
+        ci = pooled_interval(split_runs(samples, process_runs), budget.stat or "p90")
+        method = f"re-measured: {len(process_runs)} processes, {len(samples)} runs; {ci.method}"
+    else:
+        ci = interval(samples, budget.stat or "p90")
+        method = f"1 process; {ci.method}"
     limit = budget.limit
-    judged = replace(verdict, interval=(ci.low, ci.high), confidence=ci.confidence, method=ci.method)
+    judged = replace(verdict, interval=(ci.low, ci.high), confidence=ci.confidence, method=method)
     if ci.high <= limit:
         return replace(judged, status=PASS, passed=True)
     if ci.low > limit:
@@ -60,6 +71,8 @@ def noise_aware(verdict: Verdict, budget: Budget, samples: Sequence[float]) -> V
     how = ("passed: --latency-tolerance pass" if budget.tolerance == "pass" else
            f"passed: its upper end is within --latency-tolerance {budget.tolerance} of the limit" if tolerated else
            f"failed: its upper end is more than {budget.tolerance} over the limit" if reach is not None else
+           f"failed: still undecided after re-measuring in {len(process_runs)} processes; give the budget headroom "
+           f"or set --latency-tolerance" if remeasured else
            "failed: add --runs for a narrower interval, or set --latency-tolerance")
     span = format_interval(ci.low, ci.high, budget.unit, limit)
     why = (f"too close to call: the {ci.confidence:.0%} interval {span} of {budget.stat or 'p90'} straddles the limit "

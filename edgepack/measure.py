@@ -8,6 +8,7 @@ and reads one JSON line back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -17,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence
 
 from edgepack.errors import ToolError
 from edgepack.records import Measurement
@@ -84,14 +85,17 @@ class Measurer:
 
             self._device = AdbDevice.resolve(plan.device)
 
-    def measure(self, artifact: "Artifact", inputs: Sequence["np.ndarray"]) -> Measurement:
-        """`inputs`: one batch of every model input (the example inputs), fed to every timed call."""
+    def measure(self, artifact: "Artifact", inputs: Sequence["np.ndarray"], runs: Optional[int] = None) -> Measurement:
+        """`inputs`: one batch of every model input (the example inputs), fed to every timed call. `runs`: timed
+        runs in this process (default: the plan's). Every run's latency is kept: the latency verdicts' intervals and
+        the regression gate's rank test are computed from them."""
         p = self.plan
+        runs = p.runs if runs is None else runs
         if self._device is not None:
-            return self._device.measure(artifact, p.runner(artifact.runtime), p.threads, p.warmup, p.runs)
-        spec = MeasureSpec(artifact.runtime, p.threads, p.runs, p.warmup, self.where)
+            return self._device.measure(artifact, p.runner(artifact.runtime), p.threads, p.warmup, runs)
+        spec = MeasureSpec(artifact.runtime, p.threads, runs, p.warmup, self.where)
         measurement = measure_artifact(artifact.name, Path(artifact.path), inputs, spec, artifact.session_options,
-                                       baseline_rss=self._baselines.get(artifact.runtime))
+                                       baseline_rss=self._baselines.get(artifact.runtime), keep_samples=True)
         if measurement.baseline_rss_bytes is not None:
             self._baselines[artifact.runtime] = measurement.baseline_rss_bytes
         return measurement
@@ -107,7 +111,7 @@ def measure_artifact(artifact_name: str, path: Path, inputs: Sequence["np.ndarra
 
     from edgepack.runtimes import get_runtime
 
-    with tempfile.TemporaryDirectory(prefix="edgepack-measure-") as tmp:
+    with host_measurement_lock(), tempfile.TemporaryDirectory(prefix="edgepack-measure-") as tmp:
         inputs_file = Path(tmp) / "inputs.npz"
         np.savez(inputs_file, *[np.asarray(x) for x in inputs])
         base = [sys.executable, "-m", "edgepack.measure", "--runtime", spec.runtime, "--inputs", str(inputs_file),
@@ -132,6 +136,50 @@ def measure_artifact(artifact_name: str, path: Path, inputs: Sequence["np.ndarra
         notes=("latency: wall time of one call from Python, inputs already in memory; "
                "memory: child peak RSS minus a baseline child with the same imports and inputs",),
     )
+
+
+def pool_measurements(rounds: Sequence[Measurement], note: str) -> Measurement:
+    """Every process's runs in one Measurement, in process order, with `process_runs` saying how many each ran (the
+    latency gates and `edgepack compare` bootstrap over processes, then runs); init, first run and memory: the
+    processes' medians. `note`: how the processes came about, added to the first one's notes."""
+    samples = [s for m in rounds for s in m.samples_ms]
+    if not samples or any(not m.samples_ms for m in rounds):
+        raise ValueError("pooling needs every process's per-run samples")
+    ordered = sorted(samples)
+    first = rounds[0]
+
+    def median_of(values: Sequence[Optional[float]]) -> Optional[float]:
+        known = sorted(float(v) for v in values if v is not None)
+        return percentile(known, 50) if known else None
+
+    peak = median_of([m.peak_rss_bytes for m in rounds])
+    over = median_of([m.peak_over_baseline_bytes for m in rounds])
+    return Measurement(
+        artifact=first.artifact, runtime=first.runtime, where=first.where, cpu=first.cpu, threads=first.threads,
+        warmup=first.warmup, runs=len(samples), p50_ms=percentile(ordered, 50), p90_ms=percentile(ordered, 90),
+        p99_ms=percentile(ordered, 99), mean_ms=sum(samples) / len(samples), std_ms=std(samples),
+        min_ms=ordered[0], max_ms=ordered[-1], init_ms=median_of([m.init_ms for m in rounds]),
+        first_run_ms=median_of([m.first_run_ms for m in rounds]),
+        peak_rss_bytes=None if peak is None else int(peak), baseline_rss_bytes=first.baseline_rss_bytes,
+        peak_over_baseline_bytes=None if over is None else int(over), versions=first.versions,
+        notes=(*first.notes, note), samples_ms=tuple(samples),
+        process_runs=tuple(n for m in rounds for n in (m.process_runs or (len(m.samples_ms),))))
+
+
+@contextlib.contextmanager
+def host_measurement_lock() -> Iterator[None]:
+    """One measurement at a time on this host, across processes: builds running side by side (`build --auto` on
+    Ray, parallel CI jobs on one machine) would otherwise time each other. A lock file in the temporary directory,
+    held with flock, so it is released when a process dies."""
+    import fcntl
+
+    path = Path(tempfile.gettempdir()) / "edgepack-measure.lock"
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _run_child(cmd: list[str], threads: int, timeout_s: float) -> dict[str, Any]:

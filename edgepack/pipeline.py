@@ -19,7 +19,7 @@ from edgepack import __version__
 from edgepack.plan import EAGER, BuildPlan, check_writable
 from edgepack.progress import Progress, SilentProgress
 from edgepack.errors import EdgepackError, ParityBelowFloor
-from edgepack.records import (Accuracy, Artifact, Measurement, Parity, Provenance, Report, Robustness,
+from edgepack.records import (Accuracy, Artifact, Measurement, Parity, Provenance, Report, Rescue, Robustness,
                               RuntimeFailure, StageTiming, Verdict)
 
 if TYPE_CHECKING:
@@ -76,11 +76,14 @@ def execute(plan: BuildPlan, progress: Optional[Progress] = None,
                 if plan.robustness:
                     robustness.append(evaluate.eager_robustness(bundle, data.eval))
         failures: list[RuntimeFailure] = []
+        rescues: list[Rescue] = []
+        ships_instead: dict[str, str] = {}  # a plain int8 artifact -> the mixed-precision one rescued from it
+        reference = tuple(accuracy)  # the original's and the eager model's: what accuracy budgets judge against
         for planned in plan.runtimes:
             results = _RuntimeResults()
             try:
                 _build_runtime(planned, runtimes[planned.name], plan, bundle, data, qat, staging, measurer, progress,
-                               results)
+                               results, reference)
             except Exception as exc:  # contained: the other runtimes' artifacts still ship
                 # one runtime has nothing else to ship, except when its artifact was built but judged wrong: the
                 # report then shows the figures
@@ -91,6 +94,8 @@ def execute(plan: BuildPlan, progress: Optional[Progress] = None,
                               f"{failures[-1].reason}" + ("; the other runtimes go on" if len(plan.runtimes) > 1
                                                           else ""))
             artifacts.update(results.artifacts)
+            rescues += results.rescues
+            ships_instead.update(results.ships_instead)
             parity += results.parity
             accuracy += results.accuracy
             robustness += results.robustness
@@ -105,13 +110,18 @@ def execute(plan: BuildPlan, progress: Optional[Progress] = None,
             edgepack_version=__version__,
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             target=plan.target.name, out_dir=str(out), model=bundle.provenance,
-            shipping=tuple(name for name in plan.shipping if name in artifacts and name not in judged_wrong),
+            shipping=tuple(ships_instead.get(name, name) for name in plan.shipping
+                           if name in artifacts and name not in judged_wrong),
             artifacts=tuple(artifacts.values()), parity=tuple(parity), accuracy=tuple(accuracy),
             robustness=tuple(robustness), measurements=tuple(measurements), budgets=plan.budgets,
             warnings=tuple(warnings), failures=tuple(failures), timings=progress.timings(),
             versions=_versions(runtimes.values()), host=host_info(), parity_floor=plan.parity_floor.describe(),
+            rescues=tuple(rescues),
         )
         report = replace(report, verdicts=tuple(judge(report)))
+        from edgepack.remeasure import remeasure_close_calls  # latency too close to call, or a near fail: time again
+
+        report = remeasure_close_calls(report, measurer, [t.numpy() for t in bundle.example_inputs], progress.stage)
         if plan.choose_fastest:
             from edgepack.selection import choose_fastest
 
@@ -211,16 +221,19 @@ class _RuntimeResults:
     accuracy: list[Accuracy] = field(default_factory=list)
     robustness: list[Robustness] = field(default_factory=list)
     measurements: list[Measurement] = field(default_factory=list)
+    rescues: list[Rescue] = field(default_factory=list)
+    ships_instead: dict[str, str] = field(default_factory=dict)
     stage: str = "export"
     current: str = ""
 
 
 def _build_runtime(planned: "PlannedRuntime", runtime: "Runtime", plan: BuildPlan, bundle: "ModelBundle",
                    data: "BuildData", qat: Optional["QatRequest"], staging: Path, measurer: "Measurer",
-                   progress: Progress, results: _RuntimeResults) -> None:
+                   progress: Progress, results: _RuntimeResults, reference: Sequence[Accuracy] = ()) -> None:
     """Export, verify and measure each planned artifact of one runtime in turn, so a later step's failure leaves
-    the earlier artifacts verified and measured as reference."""
-    from edgepack import evaluate, exporting
+    the earlier artifacts verified and measured as reference. At the shipping int8 step, a per-layer sensitivity
+    ranking and, when the artifact misses the parity floor or an accuracy budget, a mixed-precision rescue."""
+    from edgepack import evaluate, exporting, rescue_stage
 
     threads = plan.measure.threads
     for step in plan.steps_of(planned.name):
@@ -235,17 +248,26 @@ def _build_runtime(planned: "PlannedRuntime", runtime: "Runtime", plan: BuildPla
             session = exporting.open_session(runtime, artifact, threads)
             results.parity.append(evaluate.parity(artifact.name, session, bundle, data.parity))
             shortfall = plan.parity_floor.shortfall(results.parity[-1])
-            if shortfall:
-                raise ParityBelowFloor(f"{artifact.name} {shortfall}; it does not ship (see --parity-floor)")
+            rescuable = rescue_stage.may_rescue(step, plan) and runtime.keeps_layers_float
+            if shortfall and not rescuable:
+                cannot = (f"; {runtime.name} cannot keep layers in float, so no rescue was tried"
+                          if rescue_stage.may_rescue(step, plan) and plan.rescue else "")
+                raise ParityBelowFloor(f"{artifact.name} {shortfall}; it does not ship (see --parity-floor){cannot}")
             if data.eval is not None:
                 results.accuracy.append(evaluate.artifact_accuracy(artifact.name, session, data.eval,
                                                                    bundle.provenance.task))
                 if plan.robustness:
                     results.robustness.append(evaluate.artifact_robustness(artifact.name, session, data.eval))
-        results.stage = "measure"
-        with progress.stage(f"{artifact.name}: measuring on {measurer.label} ({plan.measure.runs} runs, "
-                            f"{threads} thread(s))"):
-            results.measurements.append(measurer.measure(artifact, [t.numpy() for t in bundle.example_inputs]))
+        shipped = [artifact]
+        if rescue_stage.may_rescue(step, plan):
+            rescued = rescue_stage.run_stage(runtime, plan, bundle, data, step, parent, staging, progress, results,
+                                             reference, shortfall or "")
+            shipped += [rescued] if rescued is not None else []
+        for built in shipped:
+            results.stage, results.current = "measure", built.name
+            with progress.stage(f"{built.name}: measuring on {measurer.label} ({plan.measure.runs} runs, "
+                                f"{threads} thread(s))"):
+                results.measurements.append(measurer.measure(built, [t.numpy() for t in bundle.example_inputs]))
 
 
 def _failure(runtime: str, results: _RuntimeResults, exc: BaseException) -> RuntimeFailure:

@@ -56,6 +56,8 @@ class BuildRequest:
     allow_partial: bool = False  # a runtime that fails is reported but does not fail the build
     parity_floor: Optional[str] = None  # --parity-floor VALUE|off; None: the target's
     latency_tolerance: Optional[str] = None  # --latency-tolerance fail|pass|N%: latency verdicts too close to call
+    sensitivity: bool = False  # --sensitivity: rank the int8 artifact's layers by sensitivity, even within budget
+    rescue: bool = True  # int8 below the parity floor or over --max-accuracy-drop: keep sensitive layers in float
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,8 @@ class BuildPlan:
     warnings: tuple[str, ...] = ()
     parity_floor: ParityFloor = field(default_factory=ParityFloor)  # below it, an artifact fails instead of shipping
     choose_fastest: bool = False  # --runtime auto: of the artifacts that could ship, the fastest within budgets does
+    sensitivity: bool = False  # rank the shipping int8 artifact's layers by sensitivity (--sensitivity)
+    rescue: bool = True  # keep its most sensitive layers in float when it misses the floor or an accuracy budget
 
     def steps_of(self, runtime: str) -> tuple[ExportStep, ...]:
         return tuple(s for s in self.steps if s.runtime == runtime)
@@ -161,6 +165,7 @@ def plan(request: BuildRequest, target: Optional[Target] = None) -> BuildPlan:
     if request.robustness and not request.eval:
         raise UsageError("--robustness needs --eval DATA (labelled data to corrupt and measure accuracy on)")
     qat = _check_qat(request.qat_epochs, precision, runtimes, warnings)
+    _check_sensitivity(request, precision, runtimes, warnings)
     data = DataPlan(
         calibration=request.calibration,
         calibration_samples=_calibration_samples(request.calibration_samples, runtimes),
@@ -178,7 +183,7 @@ def plan(request: BuildRequest, target: Optional[Target] = None) -> BuildPlan:
         robustness=request.robustness, qat_epochs=qat, warnings=tuple(warnings),
         parity_floor=(target.parity_floor if request.parity_floor is None
                       else target.parity_floor.with_value(request.parity_floor)),
-        choose_fastest=auto,
+        choose_fastest=auto, sensitivity=request.sensitivity, rescue=request.rescue,
     )
 
 
@@ -295,6 +300,23 @@ def _check_qat(epochs: Optional[int], precision: str, runtimes: Sequence[Planned
             warnings.append(f"{rt.name} has no quantization-aware training path; its int8 artifact is post-training "
                             f"quantized" + (f" (QAT runs for {', '.join(with_qat)})" if with_qat else ""))
     return epochs
+
+
+def _check_sensitivity(request: BuildRequest, precision: str, runtimes: Sequence[PlannedRuntime],
+                       warnings: list[str]) -> None:
+    if not request.sensitivity:
+        return
+    if precision != "int8":
+        raise UsageError("--sensitivity ranks layers by what int8 costs them; drop --precision fp32")
+    if request.qat_epochs is not None:
+        raise UsageError("--sensitivity ranks the layers of the post-training int8 artifact, which --qat replaces; "
+                         "drop one of them")
+    from edgepack.runtimes import runtime_class
+
+    for rt in runtimes:
+        if not runtime_class(rt.name).keeps_layers_float:
+            warnings.append(f"--sensitivity: {rt.name} cannot keep layers in float in an int8 export, so its layers "
+                            f"are not ranked")
 
 
 def _calibration_samples(given: Optional[int], runtimes: Sequence[PlannedRuntime]) -> int:

@@ -480,6 +480,9 @@ class Measurement(Record):
     # every timed run's latency in run order: the latency gates' confidence intervals and the regression gate's rank
     # test are computed from these; empty in older reports and for runners that print only a summary
     samples_ms: tuple[float, ...] = ()
+    # how many of samples_ms each measuring child process ran, in order, when they come from more than one (a latency
+    # verdict too close to call is re-measured in fresh processes); empty: all from one process
+    process_runs: tuple[int, ...] = ()
 
     def latency_ms(self, stat: str) -> float:
         return float(getattr(self, f"{stat}_ms"))
@@ -542,6 +545,52 @@ class RuntimeFailure(Record):
 
 
 @dataclass(frozen=True)
+class LayerSensitivity(Record):
+    """How much one layer's INT8 costs, measured through the runtime: the metric of the int8 artifact with only this
+    layer kept in float, against the plain int8 artifact's."""
+
+    layer: str  # the module's name in the user's model, e.g. "features.3"
+    type: str  # its class, e.g. "Conv2d"
+    score: Optional[float]  # the metric with this layer alone in float; None: that artifact could not be built
+    effect: Optional[float]  # score minus plain int8's score, in the metric's units: what keeping it float recovers
+    error: str = ""  # why the artifact with this layer in float could not be built or judged
+    sqnr_db: Optional[float] = None  # its output's SQNR in plain int8 (the pre-rank of large models), when measured
+    # score and effect stay None, without an error, for a layer the SQNR pre-rank left out of the metric pass
+
+
+@dataclass(frozen=True)
+class RescueAttempt(Record):
+    """One int8 artifact the greedy rescue built and judged: the layers it kept in float and what it reached."""
+
+    float_layers: tuple[str, ...]
+    score: Optional[float]  # the rescue's metric (Rescue.metric); None: the artifact could not be built
+    accuracy_drop: Optional[float] = None  # pp against the original, when an accuracy budget is judged
+    shortfall: str = ""  # why it is below the parity floor; "" when it meets the floor
+    holds: bool = False  # meets the parity floor and every accuracy budget
+    error: str = ""  # why the artifact could not be built or judged
+
+
+@dataclass(frozen=True)
+class Rescue(Record):
+    """Per-layer INT8 sensitivity of one runtime's int8 artifact and, when it missed the accuracy budget or the
+    parity floor, the mixed-precision rescue: the most sensitive layers kept in float, greedily, until it holds."""
+
+    runtime: str
+    artifact: str  # the plain int8 artifact that was judged
+    metric: str  # what the scores are, and on which data (e.g. "top-1 on 360 samples of zoo:digits")
+    plain_score: float  # the plain int8 artifact's score
+    percent: bool  # scores are fractions shown as percentages (effects in percentage points); else raw values
+    reason: str  # why it ran: what the plain int8 artifact missed, or "--sensitivity"
+    layers: tuple[LayerSensitivity, ...] = ()  # every layer ranked, most sensitive first
+    attempts: tuple[RescueAttempt, ...] = ()  # the greedy steps, in order
+    max_float_layers: int = 0  # the bound on the layers a rescue may keep in float
+    rescued: Optional[str] = None  # the artifact that ships instead of `artifact`; None: only reported, or failed
+    float_layers: tuple[str, ...] = ()  # the layers kept in float in `rescued`
+    outcome: str = ""  # one line: what happened
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class StageTiming(Record):
     stage: str
     seconds: float
@@ -569,6 +618,7 @@ class Report(Record):
     host: dict[str, Any] = field(default_factory=dict)
     parity_floor: str = ""  # the floor artifacts were held to, as ParityFloor.describe() wrote it
     selection: tuple[str, ...] = ()  # --runtime auto: each candidate's figures and why the shipped one won
+    rescues: tuple[Rescue, ...] = ()  # per-layer int8 sensitivity and mixed-precision rescue, per runtime
 
     @property
     def passed(self) -> bool:

@@ -75,7 +75,7 @@ def propose(model: "LoadedModel", inspection: "Inspection", baseline: "Report", 
                        if v.observed is not None else f"{v.budget}: {v.reason}" for v in failing)
     decisions.insert(0, Decision("baseline", "compress", f"the plain build ({shipped}) misses: {missed}"))
     passes: list[PassConfig] = []
-    shrink = _shrink(failing, baseline)
+    shrink = kept_fraction(failing, baseline)
     if shrink is not None:
         structural, why = _structural(model, inspection, shrink)
         passes += structural
@@ -91,7 +91,7 @@ def propose(model: "LoadedModel", inspection: "Inspection", baseline: "Report", 
     return Strategy(inspection.family, tuple(decisions), tuple(passes))
 
 
-def _shrink(failing: Sequence["Verdict"], baseline: "Report") -> Optional[float]:
+def kept_fraction(failing: Sequence["Verdict"], baseline: "Report") -> Optional[float]:
     """The fraction of its weights (or MACs) the shipped model may keep, from the worst failing budget, aiming
     10 % under each limit. A file's size is its weights plus a fixed part (graph, metadata), which does not shrink:
     only the weights' part is scaled."""
@@ -128,7 +128,7 @@ def _structural(model: "LoadedModel", inspection: "Inspection", keep: float) -> 
     passes: list[Any] = []
     decisions = []
     if family == "transformer":
-        depth, share, container = _blocks(model)
+        depth, share, container = block_stack(model)
         if depth >= 2 and share > 0:
             drop = min(depth - 1, math.ceil(depth * (1 - keep) / share))
             passes.append(DropLayersConfig(middle=drop, container=container))
@@ -136,7 +136,7 @@ def _structural(model: "LoadedModel", inspection: "Inspection", keep: float) -> 
                                       f"{need}; the blocks hold {share:.0%} of the parameters, and residual blocks "
                                       f"go whole without reshaping anything"))
             keep = max(keep, 1 - share * drop / depth)
-        roomy = _lowrank_room(inspection)
+        roomy = lowrank_room(inspection)
         if roomy:
             passes.append(LowRankConfig(energy=LOWRANK_ENERGY))
             decisions.append(Decision("compression", f"low-rank factorization at {LOWRANK_ENERGY:.0%} energy",
@@ -146,11 +146,11 @@ def _structural(model: "LoadedModel", inspection: "Inspection", keep: float) -> 
             decisions.append(Decision("compression", "none found", "no block list to drop from and no Linear "
                                       "weight with low-rank room"))
         return passes, decisions
-    if family == "MLP" and _lowrank_room(inspection):
+    if family == "MLP" and lowrank_room(inspection):
         passes.append(LowRankConfig(energy=LOWRANK_ENERGY))
         return passes, [Decision("compression", f"low-rank factorization at {LOWRANK_ENERGY:.0%} energy",
                                  f"{need}; an MLP's cost is its Linear weights, and "
-                                 f"{_lowrank_room(inspection)} of them hold 90 % of their energy in at most half "
+                                 f"{lowrank_room(inspection)} of them hold 90 % of their energy in at most half "
                                  f"their rank")]
     ratio = min(max(1 - math.sqrt(keep), PRUNE_RANGE[0]), PRUNE_RANGE[1])
     ratio = round(ratio * 20) / 20  # steps of 0.05
@@ -161,7 +161,7 @@ def _structural(model: "LoadedModel", inspection: "Inspection", keep: float) -> 
                              f"fraction, so {1 - ratio:.2f}^2 = {(1 - ratio) ** 2:.2f}{capped}")]
 
 
-def _blocks(model: "LoadedModel") -> tuple[int, float, str]:
+def block_stack(model: "LoadedModel") -> tuple[int, float, str]:
     """(depth, share of the parameters in the blocks, container name) of the model's block list; depth 0 if none."""
     from edgepack.compress.layerdrop import block_lists
     from edgepack.compress.moduletree import user_root
@@ -175,7 +175,7 @@ def _blocks(model: "LoadedModel") -> tuple[int, float, str]:
     return len(blocks), sum(p.numel() for p in blocks.parameters()) / total, name
 
 
-def _lowrank_room(inspection: "Inspection") -> int:
+def lowrank_room(inspection: "Inspection") -> int:
     return sum(1 for layer in inspection.layers
                if layer.kind == "Linear" and layer.rank and layer.rank_90 and layer.rank_90 <= LOWRANK_ROOM * layer.rank
                and layer.params >= 1024)

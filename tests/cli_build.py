@@ -23,3 +23,27 @@ def write_models(directory: Path, name: str, source: str) -> Path:
     path = directory / f"{name}.py"
     path.write_text(textwrap.dedent(source))
     return path
+
+
+# A user's recurrent classifier: an 8x8 image read as 8 steps of 8 features, by a GRU called without an initial state
+# (as most user code calls it), then a Linear head. `build()` returns it with its example input.
+GRU_CLASSIFIER = """
+import torch
+from torch import nn
+
+
+class Recurrent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(8, 32, batch_first=True)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        out, _ = self.rnn(x.reshape(x.shape[0], 8, 8))
+        return self.head(out[:, -1])
+
+
+def build():
+    torch.manual_seed(0)
+    return Recurrent().eval(), torch.randn(1, 1, 8, 8)
+"""

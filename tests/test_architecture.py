@@ -83,6 +83,6 @@ def test_a_pass_is_named_only_in_its_module():
 
 def test_importing_the_cli_loads_no_heavy_library():
     code = ("import sys; import edgepack.cli; heavy = ['torch', 'onnx', 'onnxruntime', 'executorch', 'litert_torch', "
-            "'ai_edge_litert', 'numpy']; print([m for m in heavy if m in sys.modules])")
+            "'ai_edge_litert', 'numpy', 'matplotlib']; print([m for m in heavy if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -167,11 +167,13 @@ def test_the_readmes_first_command_works_as_written(tmp_path):
 
 def test_a_build_ends_with_one_verdict_line(digits_build, tmp_path):
     out, report, result = digits_build
-    assert result.stdout.splitlines()[-1] == f"PASS: all 1 budget verdicts met · report: {out}/report.md"
+    assert result.stdout.splitlines()[-1] == f"PASS: all 1 budget verdicts met · report: {out}/report.html"
+    assert (out / "report.html").is_file() and (out / "report.md").is_file()  # the page it names, and report.md
     failing = CliRunner().invoke(cli, ["build", "--model", "zoo:digits-cnn", "--budget", "1KB", "--runs", "3",
                                        "--out", str(tmp_path / "small"), "--quiet"])
     assert failing.exit_code == 3
-    assert failing.stdout.splitlines()[-1].startswith("FAIL: 1 of 1 budget verdicts failed · report: ")
+    assert failing.stdout.splitlines()[-1] == (f"FAIL: 1 of 1 budget verdicts failed · report: "
+                                               f"{tmp_path / 'small'}/report.html")
 
 
 @pytest.mark.slow

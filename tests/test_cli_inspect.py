@@ -11,22 +11,11 @@ from click.testing import CliRunner
 from edgepack.cli import cli
 from edgepack.inspection import Inspection
 
-from tests.cli_build import write_models
+from tests.cli_build import GRU_CLASSIFIER, write_models
 
 MODELS = '''
 import torch
 from torch import nn
-
-
-class Recurrent(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.rnn = nn.GRU(8, 32, batch_first=True)
-        self.head = nn.Linear(32, 10)
-
-    def forward(self, x):
-        out, _ = self.rnn(x.reshape(x.shape[0], 8, 8))
-        return self.head(out[:, -1])
 
 
 class Hybrid(nn.Module):
@@ -54,11 +43,6 @@ class Unusual(nn.Module):
 
     def forward(self, x):
         return torch.cumsum(self.fc(self.conv(x).mean((2, 3))), 1)
-
-
-def rnn():
-    torch.manual_seed(0)
-    return Recurrent().eval(), torch.randn(1, 1, 8, 8)
 
 
 def mlp():
@@ -94,6 +78,11 @@ def models(tmp_path_factory):
     return write_models(tmp_path_factory.mktemp("inspect"), "inspect_models", MODELS)
 
 
+@pytest.fixture(scope="module")
+def gru(tmp_path_factory):
+    return write_models(tmp_path_factory.mktemp("inspect-gru"), "gru_model", GRU_CLASSIFIER)
+
+
 def inspect(args: list[str]) -> tuple[int, str, Inspection | None]:
     result = CliRunner().invoke(cli, ["inspect", *args, "--json"])
     data = Inspection.from_dict(json.loads(result.stdout)) if result.exit_code == 0 else None
@@ -117,7 +106,6 @@ def test_digits_cnn_layers_shares_and_ranks():
 
 
 @pytest.mark.parametrize("factory,family,evidence", [
-    ("rnn", "RNN", "1 recurrent module(s): `rnn`"),
     ("mlp", "MLP", "linear layers 100%"),
     ("hybrid", "transformer", "a hybrid of convolutions and attention"),
     ("bert", "transformer", "attention module(s): `bert.encoder.layer.0.attention`"),
@@ -127,6 +115,13 @@ def test_the_family_comes_with_its_evidence(models, factory, family, evidence):
     assert code == 0, output
     assert found is not None and found.family == family, found.evidence
     assert any(evidence in line for line in found.evidence), found.evidence
+
+
+def test_a_recurrent_model_is_an_rnn(gru):
+    code, output, found = inspect(["--model", f"{gru}:build"])
+    assert code == 0, output
+    assert found is not None and found.family == "RNN"
+    assert found.evidence[0] == "1 recurrent module(s): `rnn`"
 
 
 @pytest.mark.slow
@@ -142,8 +137,8 @@ def test_executorch_names_what_it_does_not_delegate_with_its_reason(models):
 
 
 @pytest.mark.slow
-def test_onnxruntime_and_openvino_name_the_layers_left_in_float(models):
-    code, output, found = inspect(["--model", f"{models}:rnn", "--target", "x86-cpu", "--runtime",
+def test_onnxruntime_and_openvino_name_the_layers_left_in_float(gru):
+    code, output, found = inspect(["--model", f"{gru}:build", "--target", "x86-cpu", "--runtime",
                                    "onnxruntime,openvino", "--quiet"])
     assert code == 0, output
     assert found is not None

@@ -13,28 +13,8 @@ from click.testing import CliRunner
 from edgepack.cli import cli
 from edgepack.compress import DropLayersConfig, FinetuneConfig, LowRankConfig, PruneConfig, parse_recipe
 
-from tests.cli_build import build, write_models
+from tests.cli_build import GRU_CLASSIFIER, build, write_models
 
-RNN = '''
-import torch
-from torch import nn
-
-
-class Recurrent(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.rnn = nn.GRU(8, 64, batch_first=True)
-        self.head = nn.Linear(64, 10)
-
-    def forward(self, x):
-        out, _ = self.rnn(x.reshape(x.shape[0], 8, 8))
-        return self.head(out[:, -1])
-
-
-def build():
-    torch.manual_seed(0)
-    return Recurrent().eval(), torch.randn(1, 1, 8, 8)
-'''
 
 
 def plan(args: list[str]) -> tuple[int, str, dict]:
@@ -95,7 +75,7 @@ def test_a_transformer_gets_block_dropping_and_int8_that_spares_attention():
 
 
 def test_an_rnn_gets_quantization_only(tmp_path):
-    models = write_models(tmp_path, "rnn_model", RNN)
+    models = write_models(tmp_path, "rnn_model", GRU_CLASSIFIER)
     code, output, data = plan(["--model", f"{models}:build", "--budget", "5KB"])
     assert code == 0, output
     made = decisions(data)

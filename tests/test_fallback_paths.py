@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_build import build, write_models
+from tests.cli_build import GRU_CLASSIFIER, build, write_models
 
 MODELS = '''
 import torch
@@ -70,26 +70,7 @@ def test_a_fallback_that_computes_something_else_is_stopped_by_the_parity_floor(
 def test_int8_quantizes_only_linear_and_conv_layers_when_the_whole_graph_is_rejected(tmp_path: Path) -> None:
     """LiteRT's quantizer rejects a GRU called without an initial state ("list index out of range"); restricted to
     Linear and Conv layers it quantizes the classifier head, and the artifact says how little of it is int8."""
-    model = write_models(tmp_path, "gru", '''
-        import torch
-        from torch import nn
-
-
-        class Recurrent(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.rnn = nn.GRU(8, 32, batch_first=True)
-                self.head = nn.Linear(32, 10)
-
-            def forward(self, x):
-                out, _ = self.rnn(x.reshape(x.shape[0], 8, 8))
-                return self.head(out[:, -1])
-
-
-        def build():
-            torch.manual_seed(0)
-            return Recurrent().eval(), torch.randn(1, 1, 8, 8)
-    ''')
+    model = write_models(tmp_path, "gru", GRU_CLASSIFIER)
     code, output, report = build(["--model", f"{model}:build", "--target", "android-arm64", "--runtime", "litert"],
                                   tmp_path / "out")
     assert code == 0, output

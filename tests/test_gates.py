@@ -98,3 +98,33 @@ def test_judged_budgets_are_strict_json():
     verdicts = judge(report)
     assert all(math.isfinite(v.limit) for v in verdicts)
     json.loads(json.dumps([v.to_dict() for v in verdicts], allow_nan=False))
+
+
+def test_a_latency_verdict_on_several_processes_uses_them_and_says_so():
+    """A measurement pooled from several measuring processes (a re-measured close call) is judged by the two-level
+    bootstrap over its processes, and the verdict names the processes and runs; one process, by order statistics."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from edgepack.stats import percentile
+
+    rng = np.random.default_rng(3)
+    runs = [list(1.0 + 0.05 * rng.random(40)), list(1.6 + 0.05 * rng.random(80)), list(1.0 + 0.05 * rng.random(80))]
+    pooled = [x for r in runs for x in r]
+    ordered = sorted(pooled)
+    report = _report(budgets=(parse_budget("latency", "1.2ms"),))
+    one = replace(report.measurements[0], samples_ms=tuple(pooled), runs=200, p90_ms=percentile(ordered, 90))
+    single = judge(replace(report, measurements=(one,)))[0]
+    several = judge(replace(report, measurements=(replace(one, process_runs=(40, 80, 80)),)))[0]
+    assert single.method.startswith("1 process; order statistics, 200 runs")
+    assert several.method.startswith("re-measured: 3 processes, 200 runs; two-level bootstrap")
+    assert several.interval is not None and single.interval is not None
+    # the slow process widens the interval: the runs of one process are not independent draws
+    assert several.interval[1] - several.interval[0] > 2 * (single.interval[1] - single.interval[0])
+    # round trip, and a report written before the field reads as one process
+    again = Report.from_json(replace(report, measurements=(replace(one, process_runs=(40, 80, 80)),)).to_json())
+    assert again.measurements[0].process_runs == (40, 80, 80)
+    data = json.loads(replace(report, measurements=(one,)).to_json())
+    del data["measurements"][0]["process_runs"]
+    assert Report.from_dict(data).measurements[0].process_runs == ()

@@ -73,7 +73,7 @@ def test_clear_pass_clear_fail_and_too_close_to_call():
     clear_pass = _verdict(samples, p90 * 1.3)
     assert (clear_pass.status, clear_pass.passed) == (PASS, True) and clear_pass.interval is not None
     assert clear_pass.interval[0] <= p90 <= clear_pass.interval[1] < p90 * 1.3
-    assert clear_pass.method == f"order statistics, {RUNS} runs" and clear_pass.confidence == 0.95
+    assert clear_pass.method == f"1 process; order statistics, {RUNS} runs" and clear_pass.confidence == 0.95
     clear_fail = _verdict(samples, p90 * 0.7)
     assert (clear_fail.status, clear_fail.passed) == (FAIL, False)
     edge = _verdict(samples, p90 * 1.001)  # the point value passes, but the interval reaches over the limit
@@ -196,3 +196,141 @@ def test_check_prints_the_interval_and_applies_the_tolerance(tmp_path):
     assert "pass (too close to call)" in result.output
     result = runner.invoke(cli, ["check", str(path), "--max-latency", f"{p90 * 1.5:.6f}ms"])
     assert result.exit_code == 0 and "95% interval" in result.output, result.output
+
+
+# ---- re-measuring a verdict too close to call, in fresh measuring children -----------------------------------------
+def test_the_pooled_interval_carries_process_to_process_variation():
+    from edgepack.stats import pooled_interval, split_runs
+
+    rng = np.random.default_rng(11)
+    # three processes of one unchanged artifact, the third running 60 % slower from start to end
+    rounds = [latencies(rng, 100, 1.0), latencies(rng, 200, 1.0), latencies(rng, 200, 1.6)]
+    pooled = [x for r in rounds for x in r]
+    within = interval(pooled, "p90")  # the 500 runs as if independent: far too sure of itself
+    across = pooled_interval(rounds, "p90")
+    assert across.high - across.low > 3 * (within.high - within.low), (within, across)
+    assert across.method.startswith("two-level bootstrap over 3 measuring processes") and "100+200+200" in across.method
+    assert across == pooled_interval(rounds, "p90")  # seeded
+    assert split_runs(pooled, (100, 200, 200)) == rounds
+    with pytest.raises(ValueError):
+        split_runs(pooled, (100, 200))
+    with pytest.raises(ValueError):
+        pooled_interval(rounds[:1], "p90")
+    # processes that agree give an interval about as narrow as their runs allow
+    same = [latencies(rng, 200, 1.0) for _ in range(3)]
+    tight = pooled_interval(same, "p90")
+    assert tight.low < true_p90() < tight.high and tight.high - tight.low < 0.2
+
+
+def test_only_undecided_one_process_verdicts_are_picked_for_remeasuring():
+    from dataclasses import replace
+
+    from edgepack.remeasure import FAIL_REACH, undecided
+
+    samples = latencies(np.random.default_rng(5), RUNS)
+    base = report(samples)
+    p90 = base.measurements[0].p90_ms
+
+    def picked(limit: float, fails: bool = True) -> list[str]:
+        budget = _latency_budget(limit)
+        judged = replace(base, budgets=(budget,))
+        return undecided(replace(judged, verdicts=tuple(judge(judged))), fails)
+
+    assert picked(p90) == ["rt-int8"]  # too close to call
+    assert picked(p90 * 1.5) == []  # a clear pass
+    assert picked(p90 * 0.7) == ["rt-int8"]  # a fail one slow process could explain
+    assert picked(p90 * 0.7, fails=False) == []
+    assert picked(p90 / (FAIL_REACH * 1.2)) == []  # further over the limit than processes ever differ
+    two = replace(base, measurements=tuple(replace(m, process_runs=(50, 50)) for m in base.measurements))
+    assert undecided(replace(two, budgets=(_latency_budget(p90),), verdicts=tuple(
+        judge(replace(two, budgets=(_latency_budget(p90),)))))) == []  # re-measured already
+
+
+def _tiny_onnx(tmp_path):
+    import torch
+
+    from edgepack.records import Artifact
+
+    path = tmp_path / "tiny.onnx"
+    torch.onnx.export(torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU()).eval(), (torch.randn(1, 64),),
+                      str(path), dynamo=True, external_data=False, input_names=["input"])
+    return Artifact(name="tiny-fp32", path=str(path), format="onnx", runtime="onnxruntime", precision="fp32",
+                    size_bytes=path.stat().st_size, sha256="", inputs=(), outputs=())
+
+
+def _measured(tmp_path, monkeypatch):
+    """A real Measurer, the tiny artifact measured once (40 runs), and the list every measuring child is added to."""
+    import edgepack.measure as measure
+    from edgepack.plan import MeasurePlan
+
+    artifact = _tiny_onnx(tmp_path)
+    children: list[list[str]] = []
+    real_child = measure._run_child
+    monkeypatch.setattr(measure, "_run_child", lambda cmd, *a: children.append(cmd) or real_child(cmd, *a))
+    measurer = measure.Measurer(MeasurePlan("host", 1, 40, 5, "p90"), "x86_64")
+    inputs = [np.zeros((1, 64), np.float32)]
+    first = measurer.measure(artifact, inputs)
+    assert len(first.samples_ms) == 40 and first.process_runs == ()  # a build keeps every run
+    return measurer, artifact, inputs, first, children
+
+
+def _judged(artifact, measurement, budget):
+    from dataclasses import replace
+
+    base = report()
+    built = replace(base, shipping=(artifact.name,), artifacts=(artifact,), measurements=(measurement,),
+                    budgets=(budget,), accuracy=())
+    return replace(built, verdicts=tuple(judge(built)))
+
+
+def test_a_close_call_is_remeasured_in_fresh_children_and_judged_on_every_process(tmp_path, monkeypatch):
+    from edgepack.records import Report
+    from edgepack.remeasure import EXTRA_PROCESSES, RUNS_FACTOR, remeasure_close_calls
+    from edgepack.report.render import markdown
+
+    measurer, artifact, inputs, first, children = _measured(tmp_path, monkeypatch)
+    before = len(children)
+    budget = parse_budget("latency", f"{first.p90_ms}ms", "p90")  # at the measured p90: the interval straddles it
+    judged = _judged(artifact, first, budget)
+    assert judged.verdicts[0].status == TOO_CLOSE and judged.verdicts[0].method.startswith("1 process;")
+    stages: list[str] = []
+
+    def stage(text):
+        import contextlib
+
+        stages.append(text)
+        return contextlib.nullcontext()
+
+    again = remeasure_close_calls(judged, measurer, inputs, stage)
+    # two more measuring children (the runtime's baseline child is measured once per build), 80 runs each
+    new = children[before:]
+    assert len(new) == EXTRA_PROCESSES and all("--baseline" not in c for c in new)
+    assert all(c[c.index("--runs") + 1] == str(40 * RUNS_FACTOR) for c in new) and len(stages) == EXTRA_PROCESSES
+    m = again.measurements[0]
+    assert m.process_runs == (40, 80, 80) and m.runs == 200 and len(m.samples_ms) == 200
+    assert m.samples_ms[:40] == first.samples_ms  # the first process's runs are kept, then the new ones
+    assert any(n.startswith("re-measured: after 1 process of 40 runs its latency verdict was too close to call")
+               for n in m.notes)
+    v = again.verdicts[0]
+    assert v.method.startswith("re-measured: 3 processes, 200 runs; two-level bootstrap over 3 measuring processes")
+    assert v.status in (PASS, FAIL, TOO_CLOSE) and v.interval is not None and v.observed == m.p90_ms
+    if v.status == TOO_CLOSE:
+        assert not v.passed and "still undecided after re-measuring in 3 processes" in v.reason
+    # the saved report judges the same again (edgepack check), and report.md says what the verdict rests on
+    saved = Report.from_json(again.to_json())
+    assert saved.measurements[0].process_runs == (40, 80, 80) and judge(saved) == list(again.verdicts)
+    md = markdown(again)
+    assert "re-measured: 3 processes, 200 runs" in md and "| 200 in 3 processes |" in md
+
+
+def test_a_clear_pass_or_fail_is_not_remeasured(tmp_path, monkeypatch):
+    from edgepack.remeasure import FAIL_REACH, remeasure_close_calls
+
+    measurer, artifact, inputs, first, children = _measured(tmp_path, monkeypatch)
+    before = len(children)
+    clear_pass = _judged(artifact, first, parse_budget("latency", f"{first.max_ms * 10}ms", "p90"))
+    far_fail = _judged(artifact, first, parse_budget("latency", f"{first.min_ms / (FAIL_REACH * 2)}ms", "p90"))
+    assert clear_pass.verdicts[0].status == PASS and far_fail.verdicts[0].status == FAIL
+    for judged in (clear_pass, far_fail):
+        assert remeasure_close_calls(judged, measurer, inputs) is judged
+    assert len(children) == before  # no child was started

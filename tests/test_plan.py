@@ -51,7 +51,7 @@ def test_qat_artifact_ships_from_eager_and_the_ptq_one_is_kept_for_comparison():
 
 def test_fp32_builds_ship_the_fp32_artifact():
     p = plan(request(precision="fp32", runtimes=("all",), target="x86-cpu"))
-    assert p.shipping == ("onnxruntime-fp32", "executorch-fp32", "litert-fp32")
+    assert p.shipping == ("onnxruntime-fp32", "executorch-fp32", "litert-fp32", "openvino-fp32")
 
 
 @pytest.mark.parametrize("kw, message", [

@@ -67,20 +67,36 @@ def parse(page: str) -> Tags:
     return tags
 
 
+NAMESPACES = ("http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink")  # names, never loaded
+
+
 def external_references(page: str) -> list[str]:
     """Whatever in the page could make a browser load something: script/link/iframe/object/img elements, src/href
-    attributes, url() and @import in styles. The SVG namespace declaration loads nothing and is allowed."""
+    attributes, url() and @import in styles. The SVG and XLink namespace declarations load nothing, and neither do
+    references to an element of the page itself (`href="#id"`, `url(#id)`: the charts' glyphs, markers and clip
+    paths); everything else is reported."""
+    import re
+
     found = []
     for tag, attrs in parse(page).tags:
         if tag in ("script", "link", "iframe", "object", "embed", "img", "audio", "video", "source", "base", "form"):
             found.append(f"<{tag}>")
         for name, value in attrs.items():
+            if name in ("href", "xlink:href") and (value or "").startswith("#"):
+                continue
             if name in ("src", "href", "xlink:href", "action", "srcset", "poster", "data") or name.startswith("on"):
                 found.append(f"{tag} {name}={value}")
     lowered = page.lower()
-    found += [token for token in ("url(", "@import", "https://") if token in lowered]
-    found += ["http://" for _ in range(lowered.count("http://") - lowered.count("http://www.w3.org/2000/svg"))]
+    found += [f"url({m})" for m in re.findall(r"url\(\s*([^)]*)\)", lowered) if not m.startswith("#")]
+    found += [token for token in ("@import", "https://") if token in lowered]
+    found += ["http://" for _ in range(lowered.count("http://") - sum(lowered.count(n) for n in NAMESPACES))]
     return found
+
+
+def chart(page: str, chart_id: str) -> str:
+    """One inline chart's SVG element (its root carries the chart's id)."""
+    start = page.rindex("<svg", 0, page.index(f'id="{chart_id}" role="img"'))
+    return page[start:page.index("</svg>", start)]
 
 
 def test_the_page_opens_with_the_verdict_then_budgets_artifacts_and_charts():
@@ -105,16 +121,26 @@ def test_the_page_opens_with_the_verdict_then_budgets_artifacts_and_charts():
         assert f"{m.p50_ms:.3f} ms" in artifacts and f"{m.p90_ms:.3f} ms" in artifacts
     assert artifacts.count("reference</span>") == len(report.artifacts) - len(report.shipping)
     assert "measured on host x86_64 (x86-64 CPU), 1 thread(s)" in page and "97.66% top-1" in artifacts
-    for chart in ("scatter-chart", "latency-chart", "spread-chart", "size-chart", "memory-chart", "timings-chart"):
-        assert f'<svg id="{chart}"' in page
-    scatter = page[page.index('<svg id="scatter-chart"'):]
-    scatter = scatter[:scatter.index("</svg>")]
+    for name in ("scatter-chart", "spread-chart", "size-chart", "memory-chart", "delegation-chart", "layers-chart-0",
+                 "timings-chart"):
+        svg = chart(page, name)  # drawn by matplotlib: its text as paths, no font referenced
+        assert 'id="' + name + '"' in svg and "<title>" in svg and "font-family" not in svg and "@font-face" not in svg
+    assert not page.count("<?xml") and "<!DOCTYPE svg" not in page  # inlined, not pasted as a file
+    scatter = chart(page, "scatter-chart")
     # one point per measured artifact, labelled with its accuracy; the size budget drawn, the 1 ms one far off scale
-    assert scatter.count("<circle ") == len(report.measurements) and "onnxruntime-int8 (83.61%)" in scatter
-    assert "size ≤ 14KB</text>" in scatter and "latency (p50) ≤ 1ms (off the scale)" in scatter
-    size_chart = page[page.index('<svg id="size-chart"'):]
-    size_chart = size_chart[:size_chart.index("</svg>")]
-    assert size_chart.count("<rect ") == len(report.artifacts) and "size ≤ 14KB" in size_chart  # the budget's line
+    assert scatter.count('<g id="scatter-chart-point-') == len(report.measurements)
+    assert "onnxruntime-int8 (83.61%): 14.27 KB, p50 0.028 ms" in scatter
+    assert "budget size ≤ 14KB" in scatter and scatter.count('<g id="scatter-chart-limit-') == 1
+    assert "latency (p50) ≤ 1ms (off the scale)" in scatter  # named under the axis, not drawn
+    size_chart = chart(page, "size-chart")
+    assert size_chart.count('<g id="size-chart-bar-') == len(report.artifacts) and "budget size ≤ 14KB" in size_chart
+    spread = chart(page, "spread-chart")  # one box per measured artifact (this old report has summaries only)
+    assert all(f"{m.artifact}: median" in spread for m in report.measurements)
+    assert "executorch-int8: 30 of 30 nodes in XnnpackBackend" in chart(page, "delegation-chart")
+    assert "features.0: 16 → 8 output channels" in chart(page, "layers-chart-0")  # the prune pass, per layer
+    # ids are prefixed per chart, so no two elements of the page share one
+    ids = [a["id"] for _, a in parse(page).tags if a.get("id")]
+    assert len(ids) == len(set(ids))
     assert "14.8 s in all" in page and "prune" in page and "99.44% → 10.28%" in page  # timings and the passes
 
 
@@ -154,7 +180,8 @@ def test_interval_too_close_to_call_and_regression_figures_are_shown():
     verdicts = judge(slower, [budget]) + compare(slower, base, parse_max_regression("latency=10%"), "main.json")
     page = html_page(replace(slower, budgets=(budget,), verdicts=tuple(verdicts)))
     budgets = page[page.index('id="budgets"'):page.index('id="artifacts"')]
-    assert "FAIL (too close to call)" in budgets and "95% [" in budgets and "order statistics, 100 runs" in budgets
+    assert "FAIL (too close to call)" in budgets and "95% [" in budgets
+    assert "1 process; order statistics, 100 runs" in budgets
     regression = next(v for v in verdicts if v.metric == "latency_regression")
     assert not regression.passed and regression.ratio is not None and regression.p_value is not None
     assert f"(×{regression.ratio:.3f}), p={regression.p_value:.2g}" in budgets and "(baseline + threshold)" in budgets
@@ -189,7 +216,7 @@ def chromium_or_skip() -> str:
     return path
 
 
-def screenshot(page: Path, png: Path, profile: Path, size: tuple[int, int] = (1280, 2000)) -> str:
+def screenshot(page: Path, png: Path, profile: Path, size: tuple[int, int] = (1280, 3000)) -> str:
     """Open the page in headless chromium with networking off, save a screenshot; return what the browser logged
     (console messages appear as ':CONSOLE' lines: script errors and every load the page's policy blocked)."""
     cmd = [chromium_or_skip(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -219,7 +246,7 @@ def test_chromium_renders_the_report(tmp_path):
         Path(saved).mkdir(parents=True, exist_ok=True)
         shutil.copy(png, Path(saved) / "report.png")
     with Image.open(png) as image:
-        assert image.size == (1280, 2000)
+        assert image.size == (1280, 3000)
         rgb = image.convert("RGB")
         colours = rgb.getcolors(maxcolors=1 << 20)
         assert colours is not None and len(colours) > 200  # text, tables and charts, not a blank page
@@ -247,3 +274,23 @@ def test_without_chromium_the_browser_tests_skip_unless_required(monkeypatch):
     monkeypatch.setenv("EDGEPACK_REQUIRE_BROWSER", "1")  # as .ci/run sets it: CI fails rather than skip
     with pytest.raises(pytest.fail.Exception, match="EDGEPACK_REQUIRE_BROWSER"):
         chromium_or_skip()
+
+
+def test_a_low_rank_pass_gets_its_parameters_and_spectra_charted():
+    from edgepack.records import LayerChange, PassRecord
+
+    changes = (LayerChange("fc1", "Linear", params=(65_600, 12_480), rank=24, full_rank=64,
+                           spectrum=(1.0, 0.6, 0.3, 0.1, 0.02, 0.0)),
+               LayerChange("fc2", "Linear", params=(4_160, 1_040), rank=8, full_rank=64,
+                           spectrum=(1.0, 0.2, 0.05, 0.01)))
+    lowrank = PassRecord("lowrank", {"energy": 0.9}, 70_000, 13_000, 70_000, 13_000, 0.1, changes=changes)
+    report = real_report()
+    page = html_page(replace(report, model=replace(report.model, passes=(lowrank,))))
+    layers = chart(page, "layers-chart-0")
+    assert "fc1: 65,600 → 12,480 parameters" in layers and "fc2: 4,160 → 1,040 parameters" in layers
+    spectra = chart(page, "spectrum-chart-0")
+    assert "fc1: rank 24 of 64" in spectra and "fc2: rank 8 of 64" in spectra
+    assert external_references(page) == []
+    # a pass without per-layer records draws neither
+    bare = replace(lowrank, changes=())
+    assert "layers-chart-0" not in html_page(replace(report, model=replace(report.model, passes=(bare,))))

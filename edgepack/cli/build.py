@@ -9,7 +9,8 @@ import click
 
 from edgepack.cli.ci_options import ci_options, ci_request, history_option
 from edgepack.cli.options import (EXIT_CODE_HELP, LATENCY_STAT_CHOICE, budget_options, budgets_given,
-                                  compression_options, model_options, model_request, pass_configs)
+                                  compression_options, model_options, model_request, pass_configs,
+                                  rescue_options)
 from edgepack.errors import UsageError
 from edgepack.runtimes import REGISTRY
 
@@ -27,6 +28,7 @@ from edgepack.runtimes import REGISTRY
 @budget_options
 @click.option("--latency-stat", type=LATENCY_STAT_CHOICE, help="Statistic --max-latency checks (default: the "
               "target's, p90).")
+@rescue_options
 @ci_options
 @history_option
 @click.option("--require-full-delegation", is_flag=True, help="Fail (exit 3) if any op of an ExecuTorch artifact "
@@ -58,6 +60,17 @@ from edgepack.runtimes import REGISTRY
 @click.option("--runs", type=int, help="Timed runs per artifact after warm-up (default: the target's, >= 50).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory "
               "(default build/<model>/<target>).")
+@click.option("--auto", is_flag=True, help="Search the compression for the budgets: recipes chosen by the model's "
+              "family, each built, verified and measured for real, walked from the measured shortfall until one "
+              "meets every budget (exit 3 with the closest when none does); search.json and recipe.yaml in --out.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Where finished builds are "
+              "cached by content hash (default: $EDGEPACK_CACHE, else ~/.cache/edgepack). --auto always uses the "
+              "cache; a plain build uses it when this is given.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the build cache.")
+@click.option("--executor", default="local", show_default=True, metavar="local|ray|ray:ADDRESS",
+              help="Where --auto builds its candidates: in this process one after another, or as Ray tasks side by "
+                   "side (ray: a local Ray instance; ray:ADDRESS: a running cluster). Measurements on one host "
+                   "still run one at a time.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json on stdout instead of the table.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr (results and warnings are still printed).")
 def command(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str], task: str,
@@ -66,8 +79,8 @@ def command(model_spec: str, factory: Optional[str], trust_checkpoint: bool, inp
             require_full_delegation: bool, allow_partial: bool, qat_epochs: Optional[int], robustness: bool,
             bundle: Optional[bool], calibration: Optional[str], calibration_samples: Optional[int],
             eval_data: Optional[str], device: Optional[str], runners: tuple[str, ...], threads: Optional[int],
-            runs: Optional[int], out: Optional[Path], as_json: bool, quiet: bool, latency_tolerance: Optional[str],
-            **options: Any) -> None:
+            runs: Optional[int], out: Optional[Path], auto: bool, cache_dir: Optional[Path], no_cache: bool,
+            executor: str, as_json: bool, quiet: bool, latency_tolerance: Optional[str], **options: Any) -> None:
     """Compress, export, quantize, verify, measure and budget-gate a model for a target."""
     from edgepack import ci
     from edgepack.cli.output import Output
@@ -86,15 +99,42 @@ def command(model_spec: str, factory: Optional[str], trust_checkpoint: bool, inp
         passes=pass_configs(options), require_full_delegation=require_full_delegation, bundle=bundle,
         device=device, runners=runner_pairs(runners), qat_epochs=qat_epochs, robustness=robustness,
         allow_partial=allow_partial, parity_floor=parity_floor, latency_tolerance=latency_tolerance,
+        sensitivity=options.get("sensitivity", False), rescue=options.get("rescue", True),
     )
     build_plan = plan(request, target_file)  # every model-free check, before torch is imported
     ci_plan = ci.prepare(ci_request(options), target_file.name)
+    if auto and request.passes:
+        raise UsageError("--auto chooses the compression itself; drop the pass options or --recipe (or drop --auto)")
+    if auto and ci_plan.baseline is not None:
+        raise UsageError("--auto with --baseline: judge the regression afterwards with `edgepack check REPORT.json "
+                         "--baseline BASE.json`")
+    if no_cache and cache_dir is not None:
+        raise UsageError("--no-cache and --cache-dir contradict each other; give one")
+    if executor != "local" and not auto:
+        raise UsageError(f"--executor {executor} runs the candidates of --auto; add --auto or drop it")
+    from edgepack.cache import BuildCache
 
-    from edgepack.pipeline import execute
+    cache = None if no_cache or not (auto or cache_dir) else BuildCache.open(cache_dir)
 
     output = Output(quiet)
-    report = execute(build_plan, output, more_verdicts=lambda built: ci.regression_verdicts(built, ci_plan))
+    search = None
+    if auto or cache is not None:
+        from edgepack.search import Search
+
+        from edgepack.executors import make_executor
+
+        searcher = Search(request, target_file, cache, output, make_executor(executor))
+        report, search = searcher.run(auto=auto)
+    else:
+        from edgepack.pipeline import execute
+
+        report = execute(build_plan, output, more_verdicts=lambda built: ci.regression_verdicts(built, ci_plan))
     ci.write_outputs(report, report.verdicts, ci_plan, "build", output.warn)
+    if search is not None and not as_json:
+        from edgepack.search import summary_lines
+
+        for line in summary_lines(search, auto):
+            output.result(line)
     print_report(report, as_json, output)
 
 
@@ -110,7 +150,7 @@ def runner_pairs(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 def print_report(report: Any, as_json: bool, output: Any) -> None:
     from edgepack.gates import REGRESSION_SUFFIX, describe_verdict
-    from edgepack.report.render import artifact_rows, failures, fastest_within_budgets, verdict_line
+    from edgepack.report.render import artifact_rows, failures, fastest_within_budgets, rescue_lines, verdict_line
 
     if as_json:
         output.json(report.to_json())
@@ -125,6 +165,8 @@ def print_report(report: Any, as_json: bool, output: Any) -> None:
             output.result(fastest)
         if report.selection:
             output.result(report.selection[-1])
+        for line in rescue_lines(report):
+            output.result(line)
     for warning in report.warnings:
         output.failure(f"warning: {warning}")
     for line in failures(report):

@@ -60,6 +60,18 @@ def budget_options(fn: Callable) -> Callable:
     ])
 
 
+def rescue_options(fn: Callable) -> Callable:
+    """Per-layer int8 sensitivity and the mixed-precision rescue (`edgepack build`)."""
+    return apply_options(fn, [
+        click.option("--sensitivity", is_flag=True, help="Rank the int8 artifact's Conv/Linear layers by what int8 "
+                     "costs each (the metric with that layer alone kept in float, measured through the runtime) and "
+                     "report it, even within budget."),
+        click.option("--rescue/--no-rescue", "rescue", default=True, show_default=True, help="When the int8 "
+                     "artifact misses --max-accuracy-drop or the parity floor, keep its most sensitive layers in "
+                     "float, greedily (at most half of them), until it holds, and ship that artifact instead."),
+    ])
+
+
 def budgets_given(kw: dict[str, Any], latency_stat: str) -> list[Any]:
     from edgepack.budgets import optional_budget
 

@@ -2,8 +2,8 @@
 
 Inline CSS and inline SVG only: no script, no font, no image or style sheet from anywhere (a Content-Security-Policy
 meta tag forbids every load), so the page opens the same offline, attached to a CI run or mailed. Every string
-from the report is escaped. Stdlib only; rendered from the `Report` record alone, so `edgepack check` can write it
-again from a saved report.json.
+from the report is escaped. The charts are drawn with matplotlib (report/charts.py) and inlined as SVG with their text
+as paths. Rendered from the `Report` record alone, so `edgepack check` can write it again from a saved report.json.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 from edgepack.fileio import atomic_write_text
 from edgepack.gates import REGRESSION_SUFFIX, format_interval, format_value, mark
-from edgepack.records import TOO_CLOSE, Artifact, Budget, Measurement, Report, Verdict
+from edgepack.records import TOO_CLOSE, Artifact, Measurement, Report, Verdict
 from edgepack.report.render import accuracy_figure, parity_figure
 
 # the page may load nothing: styles are inline, images are inline SVG
@@ -46,8 +46,9 @@ td.num { text-align: right; white-space: nowrap; }
 tr.failed td { background: var(--bg-fail); }
 .muted { color: var(--muted); }
 .charts { display: flex; flex-wrap: wrap; gap: 24px; }
-.chart { border: 1px solid var(--rule); border-radius: 6px; padding: 8px 12px; }
+.chart { border: 1px solid var(--rule); border-radius: 6px; padding: 8px 12px; max-width: 580px; }
 .chart h3 { font-size: 14px; margin: 0 0 4px; }
+.chart svg { display: block; max-width: 100%; height: auto; }
 pre { background: #f6f8fa; padding: 8px 10px; border-radius: 6px; overflow-x: auto; font-size: 12px; }
 code { font-size: 12px; }
 ul { margin: 4px 0 8px; padding-left: 22px; }
@@ -247,208 +248,50 @@ def _artifact_notes(artifacts: Sequence[Artifact]) -> list[str]:
 
 
 # ---- charts ---------------------------------------------------------------------------------------------------------
-CHART_WIDTH = 560
-LABEL_WIDTH = 190
-VALUE_WIDTH = 90  # the least room right of the bars for the value's text; more when a text is longer
-BAR_HEIGHT = 20
-BAR_GAP = 8
-OFF_SCALE = 3.0
-
-
-def bar_chart(chart_id: str, title: str, bars: Sequence[tuple[str, float, str, bool]],
-              limits: Sequence[tuple[float, str]] = ()) -> str:
-    """A horizontal bar chart as inline SVG: one bar per (label, value, value text, shipped) and a dashed line per
-    (limit, label). Shipped artifacts are drawn in colour, reference ones in grey. A limit far above every bar (more
-    than OFF_SCALE times the largest) is named under the chart instead of squeezing the bars into a corner."""
-    value_width = max([VALUE_WIDTH] + [7 * len(text) + 12 for _, _, text, _ in bars])
-    plot = CHART_WIDTH - LABEL_WIDTH - value_width
-    largest = max([v for _, v, _, _ in bars] + [0.0])
-    drawn = [(v, label) for v, label in limits if largest <= 0 or v <= OFF_SCALE * largest]
-    off_scale = [label for v, label in limits if (v, label) not in drawn]
-    top = max([largest] + [v for v, _ in drawn])
-    scale = plot / top if top > 0 else 0.0
-    bottom = len(bars) * (BAR_HEIGHT + BAR_GAP) + BAR_GAP
-    height = bottom + 16 * (bool(drawn) + len(off_scale))
-    parts = [f'<svg id="{e(chart_id)}" xmlns="http://www.w3.org/2000/svg" width="{CHART_WIDTH}" height="{height}" '
-             f'viewBox="0 0 {CHART_WIDTH} {height}" role="img" aria-label="{e(title)}">',
-             f"<title>{e(title)}</title>"]
-    for i, (label, value, text, shipped) in enumerate(bars):
-        y = BAR_GAP + i * (BAR_HEIGHT + BAR_GAP)
-        width = max(1.0, value * scale) if value > 0 else 0.0
-        colour = "#2f6fb3" if shipped else "#9aa7b4"
-        parts += [f'<text x="{LABEL_WIDTH - 8}" y="{y + BAR_HEIGHT * 0.7:.1f}" text-anchor="end" font-size="12" '
-                  f'fill="#1f2328">{e(label)}</text>',
-                  f'<rect x="{LABEL_WIDTH}" y="{y}" width="{width:.1f}" height="{BAR_HEIGHT}" rx="3" fill="{colour}">'
-                  f"<title>{e(label)}: {e(text)}</title></rect>",
-                  f'<text x="{LABEL_WIDTH + width + 6:.1f}" y="{y + BAR_HEIGHT * 0.7:.1f}" font-size="12" '
-                  f'fill="#1f2328">{e(text)}</text>']
-    for value, label in drawn:
-        x = LABEL_WIDTH + value * scale
-        parts += [f'<line x1="{x:.1f}" y1="2" x2="{x:.1f}" y2="{bottom}" stroke="#c62828" stroke-width="2" '
-                  f'stroke-dasharray="5,3"/>',
-                  f'<text x="{min(x, CHART_WIDTH - 4):.1f}" y="{bottom + 12}" text-anchor="end" font-size="11" '
-                  f'fill="#c62828">{e(label)}</text>']
-    for i, label in enumerate(off_scale):
-        y = bottom + 16 * (bool(drawn) + i) + 12
-        parts.append(f'<text x="{CHART_WIDTH - 4}" y="{y}" text-anchor="end" font-size="11" fill="#c62828">'
-                     f"{e(label)} (off the scale, to the right)</text>")
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def scatter_chart(chart_id: str, title: str, points: Sequence[tuple[str, float, float, bool]], x_unit: str,
-                  y_unit: str, x_limits: Sequence[tuple[float, str]] = (),
-                  y_limits: Sequence[tuple[float, str]] = ()) -> str:
-    """Artifacts as points (label, x, y, shipped) on two linear axes from zero, budgets as dashed lines (a limit more
-    than OFF_SCALE times the largest value is named in a corner instead)."""
-    width, height, left, right, top, bottom = 560, 330, 78, 36, 16, 52
-    plot_w, plot_h = width - left - right, height - top - bottom
-
-    def axis(values: Sequence[float], limits: Sequence[tuple[float, str]]) -> tuple[float, list, list]:
-        largest = max(list(values) + [0.0])
-        drawn = [(v, t) for v, t in limits if largest <= 0 or v <= OFF_SCALE * largest]
-        off = [t for v, t in limits if (v, t) not in drawn]
-        return max([largest] + [v for v, _ in drawn]) * 1.15 or 1.0, drawn, off
-
-    x_top, x_drawn, x_off = axis([p[1] for p in points], x_limits)
-    y_top, y_drawn, y_off = axis([p[2] for p in points], y_limits)
-
-    def sx(v: float) -> float:
-        return left + v / x_top * plot_w
-
-    def sy(v: float) -> float:
-        return top + plot_h - v / y_top * plot_h
-
-    parts = [f'<svg id="{e(chart_id)}" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="{e(title)}">', f"<title>{e(title)}</title>",
-             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fafbfc" stroke="#d1d9e0"/>']
-    for i in range(5):
-        xv, yv = x_top * i / 4, y_top * i / 4
-        parts += [f'<text x="{sx(xv):.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11" '
-                  f'fill="#59636e">{e(format_value(xv, x_unit))}</text>',
-                  f'<text x="{left - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end" font-size="11" fill="#59636e">'
-                  f"{e(format_value(yv, y_unit))}</text>"]
-    parts += [f'<text x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle" font-size="12" '
-              f'fill="#1f2328">size</text>',
-              f'<text x="14" y="{top + plot_h / 2:.1f}" text-anchor="middle" font-size="12" fill="#1f2328" '
-              f'transform="rotate(-90 14 {top + plot_h / 2:.1f})">{e(title.split(" vs ")[0])}</text>']
-    for v, label in x_drawn:
-        parts += [f'<line x1="{sx(v):.1f}" y1="{top}" x2="{sx(v):.1f}" y2="{top + plot_h}" stroke="#c62828" '
-                  f'stroke-width="2" stroke-dasharray="5,3"/>',
-                  f'<text x="{sx(v) - 4:.1f}" y="{top + 12}" text-anchor="end" font-size="11" fill="#c62828">'
-                  f"{e(label)}</text>"]
-    for v, label in y_drawn:
-        parts += [f'<line x1="{left}" y1="{sy(v):.1f}" x2="{left + plot_w}" y2="{sy(v):.1f}" stroke="#c62828" '
-                  f'stroke-width="2" stroke-dasharray="5,3"/>',
-                  f'<text x="{left + plot_w - 4}" y="{sy(v) - 4:.1f}" text-anchor="end" font-size="11" '
-                  f'fill="#c62828">{e(label)}</text>']
-    for i, label in enumerate([*x_off, *y_off]):
-        parts.append(f'<text x="{left + plot_w - 4}" y="{top + 14 + 14 * i}" text-anchor="end" font-size="11" '
-                     f'fill="#c62828">{e(label)} (off the scale)</text>')
-    for label, x, y, shipped in points:
-        colour = "#2f6fb3" if shipped else "#9aa7b4"
-        anchor = "end" if sx(x) > left + plot_w * 0.7 else "start"
-        dx = -9 if anchor == "end" else 9
-        parts += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="6" fill="{colour}" stroke="#fff" stroke-width="1.5">'
-                  f"<title>{e(label)}</title></circle>",
-                  f'<text x="{sx(x) + dx:.1f}" y="{sy(y) + 4:.1f}" text-anchor="{anchor}" font-size="11" '
-                  f'fill="#1f2328">{e(label)}</text>']
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def spread_chart(chart_id: str, title: str, rows: Sequence[tuple[str, Measurement, bool]]) -> str:
-    """Each artifact's latency distribution on one axis (from just below the fastest run): a whisker from the fastest
-    run to p99, a box from p50 to p90, a bar at p50 (max is left out: one outlier would squeeze every box)."""
-    plot = CHART_WIDTH - LABEL_WIDTH - 40  # room for the last tick's label
-    top = max([m.p99_ms for _, m, _ in rows] + [0.0]) * 1.05 or 1.0
-    low = min([m.min_ms for _, m, _ in rows] + [top]) * 0.9
-    height = len(rows) * (BAR_HEIGHT + BAR_GAP) + BAR_GAP + 20
-
-    def x(v: float) -> float:
-        return LABEL_WIDTH + (v - low) / (top - low) * plot
-
-    parts = [f'<svg id="{e(chart_id)}" xmlns="http://www.w3.org/2000/svg" width="{CHART_WIDTH}" height="{height}" '
-             f'viewBox="0 0 {CHART_WIDTH} {height}" role="img" aria-label="{e(title)}">', f"<title>{e(title)}</title>"]
-    for i, (label, m, shipped) in enumerate(rows):
-        y = BAR_GAP + i * (BAR_HEIGHT + BAR_GAP)
-        mid = y + BAR_HEIGHT / 2
-        colour = "#2f6fb3" if shipped else "#9aa7b4"
-        tip = (f"{label}: min {format_value(m.min_ms, 'ms')}, p50 {format_value(m.p50_ms, 'ms')}, p90 "
-               f"{format_value(m.p90_ms, 'ms')}, p99 {format_value(m.p99_ms, 'ms')} ({m.runs} runs)")
-        parts += [f'<text x="{LABEL_WIDTH - 8}" y="{y + BAR_HEIGHT * 0.7:.1f}" text-anchor="end" font-size="12" '
-                  f'fill="#1f2328">{e(label)}</text>',
-                  f'<line x1="{x(m.min_ms):.1f}" y1="{mid:.1f}" x2="{x(m.p99_ms):.1f}" y2="{mid:.1f}" '
-                  f'stroke="{colour}" stroke-width="2"/>',
-                  f'<rect x="{x(m.p50_ms):.1f}" y="{y + 3}" width="{max(2.0, x(m.p90_ms) - x(m.p50_ms)):.1f}" '
-                  f'height="{BAR_HEIGHT - 6}" fill="{colour}" fill-opacity="0.45" stroke="{colour}">'
-                  f"<title>{e(tip)}</title></rect>",
-                  f'<line x1="{x(m.p50_ms):.1f}" y1="{y}" x2="{x(m.p50_ms):.1f}" y2="{y + BAR_HEIGHT}" '
-                  f'stroke="#1f2328" stroke-width="2"/>']
-    bottom = len(rows) * (BAR_HEIGHT + BAR_GAP) + BAR_GAP
-    for i in range(5):
-        v = low + (top - low) * i / 4
-        parts.append(f'<text x="{x(v):.1f}" y="{bottom + 14}" text-anchor="middle" font-size="11" fill="#59636e">'
-                     f"{e(_axis_ms(v))}</text>")
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _axis_ms(value: float) -> str:
-    return f"{value:.3g} ms"
-
-
-def _budget_limits(budgets: Sequence[Budget], metric: str, stat: str = "") -> list[tuple[float, str]]:
-    return [(b.limit, f"{b.name} ≤ {b.text}") for b in budgets
-            if b.metric == metric and (not stat or (b.stat or "p90") == stat)]
+def _chart(title: str, svg: Optional[str], note: str = "") -> list[str]:
+    if svg is None:
+        return []
+    return [f'<div class="chart"><h3>{e(title)}</h3>{svg}' + (f'<div class="muted">{e(note)}</div>' if note else "")
+            + "</div>"]
 
 
 def _charts(report: Report) -> list[str]:
+    """Drawn with matplotlib (report/charts.py, imported here only: it is the one module that loads it)."""
+    from edgepack.report import charts
+
     if not report.artifacts:
         return []
-    charts = []
-    timed = [(a, _measurement(report, a.name)) for a in report.artifacts]
-    latency = [(a.name, m.p50_ms, f"p50 {format_value(m.p50_ms, 'ms')} · p90 {format_value(m.p90_ms, 'ms')}",
-                a.name in report.shipping) for a, m in timed if m is not None]
-    if latency:
-        stat_limits = [(b.limit, f"{b.name} ≤ {b.text}") for b in report.budgets
-                       if b.metric == "latency" and (b.stat or "p90") == "p50"]
-        where = sorted({f"{m.where}, {m.threads} thread(s)" for _, m in timed if m is not None})
-        charts.append('<div class="chart"><h3>Latency p50 per artifact</h3>'
-                      + bar_chart("latency-chart", "latency p50 per artifact", latency, stat_limits)
-                      + f'<div class="muted">measured on {e("; ".join(where))}</div></div>')
-    spread = [(a.name, m, a.name in report.shipping) for a, m in timed if m is not None]
-    if spread:
-        charts.append('<div class="chart"><h3>Latency spread per artifact</h3>'
-                      + spread_chart("spread-chart", "latency spread per artifact", spread)
-                      + '<div class="muted">whisker: fastest run to p99 · box: p50 to p90 · bar: p50</div></div>')
-    sizes = [(a.name, float(a.size_bytes), format_value(a.size_bytes, "bytes"), a.name in report.shipping)
-             for a in report.artifacts]
-    charts.append('<div class="chart"><h3>Size per artifact</h3>'
-                  + bar_chart("size-chart", "size per artifact", sizes, _budget_limits(report.budgets, "size"))
-                  + "</div>")
-    memory = [(a.name, float(m.peak_over_baseline_bytes), format_value(m.peak_over_baseline_bytes, "bytes"),
-               a.name in report.shipping) for a, m in timed if m is not None and m.peak_over_baseline_bytes is not None]
-    if memory:
-        charts.append('<div class="chart"><h3>Peak memory over baseline per artifact</h3>'
-                      + bar_chart("memory-chart", "peak memory per artifact", memory,
-                                  _budget_limits(report.budgets, "memory")) + "</div>")
     latency_budget = next((b for b in report.budgets if b.metric == "latency"), None)
     stat = (latency_budget.stat or "p90") if latency_budget is not None else "p50"
-    points = []
-    for a, m in timed:
-        if m is None:
-            continue
+    labels = {}
+    for a in report.artifacts:
         acc = next((x for x in report.accuracy if x.artifact == a.name), None)
-        label = a.name + ("" if acc is None else f" ({accuracy_figure(acc)})")
-        points.append((label, float(a.size_bytes), m.latency_ms(stat), a.name in report.shipping))
-    if points:
-        charts.insert(0, f'<div class="chart"><h3>Size, {stat} latency and accuracy</h3>'
-                      + scatter_chart("scatter-chart", f"{stat} latency vs size", points, "bytes", "ms",
-                                      _budget_limits(report.budgets, "size"),
-                                      _budget_limits(report.budgets, "latency", stat)) + "</div>")
-    return ["<h2>At a glance</h2>", '<div class="charts">', *charts, "</div>",
-            '<p class="muted">Blue: shipped artifacts; grey: kept for comparison. Dashed lines: budgets.</p>']
+        labels[a.name] = a.name + ("" if acc is None else f" ({accuracy_figure(acc)})")
+    where = sorted({f"{m.where}, {m.threads} thread(s)" for m in report.measurements})
+    out = _chart(f"Size, {stat} latency and accuracy", charts.scatter(report, stat, labels),
+                 "each point an artifact, labelled with its accuracy where it was evaluated")
+    out += _chart("Latency per run", charts.distributions(report),
+                  f"box: quartiles, bar: median, whiskers: 1st to 99th percentile, dots: runs beyond; measured on "
+                  f"{'; '.join(where)}")
+    sizes = [(a.name, float(a.size_bytes), format_value(a.size_bytes, "bytes"), a.name in report.shipping)
+             for a in report.artifacts]
+    out += _chart("Size per artifact", charts.bars("size-chart", "size per artifact", sizes, "bytes",
+                                                   charts.budget_lines(report.budgets, "size")))
+    timed = {m.artifact: m for m in report.measurements}
+    memory = [(a.name, float(m.peak_over_baseline_bytes), format_value(m.peak_over_baseline_bytes, "bytes"),
+               a.name in report.shipping) for a in report.artifacts
+              if (m := timed.get(a.name)) is not None and m.peak_over_baseline_bytes is not None]
+    if memory:
+        out += _chart("Peak memory over baseline per artifact",
+                      charts.bars("memory-chart", "peak memory per artifact", memory, "bytes",
+                                  charts.budget_lines(report.budgets, "memory")))
+    out += _chart("Delegation coverage", charts.delegation(report),
+                  "graph nodes inside the accelerated delegate and outside it (the reasons are under Artifact details)")
+    for i, p in enumerate(report.model.passes):
+        out += _chart(f"{p.name}: per layer, before and after", charts.layer_params(i, p))
+        out += _chart(f"{p.name}: singular values per layer", charts.spectra(i, p))
+    return ["<h2>At a glance</h2>", '<div class="charts">', *out, "</div>",
+            '<p class="muted">Blue: shipped artifacts; grey: kept for comparison. Dashed red lines: budgets.</p>']
 
 
 # ---- failures, warnings, selection, timings -------------------------------------------------------------------------
@@ -493,9 +336,11 @@ def _timings(report: Report) -> list[str]:
     if not report.timings:
         return []
     total = sum(t.seconds for t in report.timings)
+    from edgepack.report import charts
+
     bars = [(t.stage, t.seconds, f"{t.seconds:.1f} s", True) for t in report.timings]
     return ["<h2>Where the time went</h2>", f"<p>{total:.1f} s in all.</p>",
-            '<div class="chart">' + bar_chart("timings-chart", "seconds per stage", bars) + "</div>"]
+            '<div class="chart">' + charts.bars("timings-chart", "seconds per stage", bars, "s") + "</div>"]
 
 
 # ---- provenance and environment --------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Optional
 
 from edgepack.fileio import atomic_write_text
-from edgepack.gates import describe_failure, format_value
-from edgepack.records import Accuracy, Parity, Report
+from edgepack.gates import describe_failure, format_interval, format_value
+from edgepack.records import TOO_CLOSE, Accuracy, Parity, Report, Rescue, Verdict
 
 
 def write_json(report: Report, path: Path) -> None:
@@ -65,9 +65,10 @@ def parity_figure(p: Parity) -> str:
 
 
 def verdict_line(report: Report) -> str:
-    """One line a person or a CI log reads first: PASS or FAIL, how many budgets, and where the report is."""
+    """One line a person or a CI log reads first: PASS or FAIL, how many budgets, and the page to open (report.html;
+    report.md and report.json sit beside it)."""
     failed = sum(1 for v in report.verdicts if not v.passed)
-    where = f"report: {report.out_dir}/report.md"
+    where = f"report: {report.out_dir}/report.html"
     if not report.verdicts:
         return f"PASS: no budgets set · {where}"
     if failed:
@@ -128,10 +129,13 @@ def markdown(report: Report) -> str:
         for v in report.verdicts:
             lines.append(f"| {v.budget} | {v.artifact} | {format_value(v.limit, v.unit)} | "
                          f"{format_value(v.observed, v.unit)} | {format_value(v.margin, v.unit)} | "
-                         f"{'pass' if v.passed else 'FAIL' + (' — ' + v.reason if v.reason else '')} |")
+                         f"{'pass' if v.passed else 'FAIL' + (' — ' + v.reason if v.reason else '')}"
+                         f"{_interval_note(v)} |")
         lines.append("")
     if report.selection:
         lines += ["## Runtime selection (--runtime auto)", ""] + [f"- {line}" for line in report.selection] + [""]
+    for rescue in report.rescues:
+        lines += rescue_section(report, rescue)
     if report.parity:
         lines += parity_table(report)
     if model.passes:
@@ -164,7 +168,8 @@ def markdown(report: Report) -> str:
         lines += ["## Measurements", "", "| artifact | where | threads | runs | p50 | p90 | p99 | mean ± std | init | "
                   "first run | peak RSS over baseline |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for m in report.measurements:
-            lines.append(f"| {m.artifact} | {m.where} | {m.threads} | {m.runs} | {m.p50_ms:.4f} ms | "
+            runs = f"{m.runs} in {len(m.process_runs)} processes" if len(m.process_runs) > 1 else f"{m.runs}"
+            lines.append(f"| {m.artifact} | {m.where} | {m.threads} | {runs} | {m.p50_ms:.4f} ms | "
                          f"{m.p90_ms:.4f} ms | {m.p99_ms:.4f} ms | {m.mean_ms:.4f} ± {m.std_ms:.4f} ms | "
                          f"{'n/a' if m.init_ms is None else f'{m.init_ms:.1f} ms'} | "
                          f"{'n/a' if m.first_run_ms is None else f'{m.first_run_ms:.2f} ms'} | "
@@ -187,6 +192,97 @@ def markdown(report: Report) -> str:
         lines += [f"| {t.stage} | {t.seconds:.1f} |" for t in report.timings]
         lines.append("")
     return "\n".join(lines)
+
+
+def _interval_note(v: Verdict) -> str:
+    """A latency verdict's status, interval and what it rests on (processes, runs, re-measured), for report.md."""
+    if not v.interval or v.confidence is None:
+        return ""
+    status = f"{v.status}; " if v.status == TOO_CLOSE and v.passed else ""  # a failed one's reason says so
+    return f" ({status}{v.confidence:.0%} interval {format_interval(*v.interval, v.unit, v.limit)}; {v.method})"
+
+
+def _figure(value: Optional[float], percent: bool, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    if percent:
+        return f"{value * 100:+.2f} pp" if signed else f"{value * 100:.2f}%"
+    return f"{value:+.4g}" if signed else f"{value:.4g}"
+
+
+def rescue_cost(report: Report, rescue: Rescue) -> Optional[str]:
+    """What keeping layers in float cost against plain int8: size and measured p50, both from this run."""
+    if rescue.rescued is None:
+        return None
+    names = {a.name: a for a in report.artifacts}
+    plain, mixed = names.get(rescue.artifact), names.get(rescue.rescued)
+    if plain is None or mixed is None:
+        return None
+    parts = [f"size {format_value(plain.size_bytes, 'bytes')} → {format_value(mixed.size_bytes, 'bytes')} "
+             f"({(mixed.size_bytes - plain.size_bytes) / plain.size_bytes:+.1%})"]
+    times = {m.artifact: m for m in report.measurements}
+    if rescue.artifact in times and rescue.rescued in times:
+        a, b = times[rescue.artifact].p50_ms, times[rescue.rescued].p50_ms
+        parts.append(f"p50 {format_value(a, 'ms')} → {format_value(b, 'ms')}" + (f" ({(b - a) / a:+.1%})" if a else "")
+                     + f", {times[rescue.rescued].where}")
+    return "; ".join(parts)
+
+
+def rescue_lines(report: Report) -> list[str]:
+    """What the terminal says of each sensitivity ranking and rescue: the outcome, the top layers, the cost."""
+    lines = []
+    for r in report.rescues:
+        top = ", ".join(f"{layer.layer} {_figure(layer.effect, r.percent, signed=True)}" for layer in r.layers[:3])
+        lines.append(f"{r.runtime} int8 sensitivity ({r.metric}; plain int8 {_figure(r.plain_score, r.percent)}): "
+                     f"{top or 'no layer'}")
+        lines.append(f"{r.runtime} rescue: {r.outcome}" if r.reason != "--sensitivity" else
+                     f"{r.runtime}: ranking only (--sensitivity), artifact unchanged")
+        cost = rescue_cost(report, r)
+        if cost:
+            lines.append(f"{r.runtime} rescue cost against plain int8: {cost}")
+    return lines
+
+
+def rescue_section(report: Report, r: Rescue) -> list[str]:
+    """## Int8 sensitivity: why it ran, the ranking, the greedy steps, what shipped and what it cost."""
+    title = "rescue" if r.reason != "--sensitivity" else "ranking"
+    lines = [f"## Int8 sensitivity and {title}: {r.runtime}", "",
+             f"Why: {r.reason}. Metric: {r.metric}; plain int8 (`{r.artifact}`) scores "
+             f"{_figure(r.plain_score, r.percent)}. Each layer's effect is the metric with that layer alone kept in "
+             f"float minus plain int8's, measured through {r.runtime} ({r.seconds:.1f} s in all).", ""]
+    if r.layers:
+        pre_ranked = any(layer.sqnr_db is not None for layer in r.layers)
+        lines += ["| rank | layer | type | score with it in float | effect |" + (" output SQNR in int8 |" if
+                                                                               pre_ranked else ""),
+                  "|---|---|---|---|---|" + ("---|" if pre_ranked else "")]
+        for i, layer in enumerate(r.layers, 1):
+            effect = (layer.error or ("not measured: left out by the SQNR pre-rank" if layer.effect is None
+                                      else _figure(layer.effect, r.percent, signed=True)))
+            sqnr = "" if not pre_ranked else (" n/a |" if layer.sqnr_db is None else f" {layer.sqnr_db:.1f} dB |")
+            lines.append(f"| {i} | `{layer.layer}` | {layer.type} | {_figure(layer.score, r.percent)} | {effect} |"
+                         + sqnr)
+        if pre_ranked:
+            lines.append("")
+            lines.append("More layers than the metric pass takes: the output SQNR of each layer in plain int8 "
+                         "(computed by the runtime on calibration samples, error of earlier layers included) picked "
+                         "the ones measured.")
+        lines.append("")
+    if r.attempts:
+        lines += [f"Greedy rescue (at most {r.max_float_layers} layer(s) in float):", "",
+                  "| layers in float | score | accuracy drop | meets the budget |", "|---|---|---|---|"]
+        for a in r.attempts:
+            drop = "n/a" if a.accuracy_drop is None else f"{a.accuracy_drop:.2f} pp"
+            holds = "yes" if a.holds else "no" + (f" ({a.shortfall or a.error})" if a.shortfall or a.error else "")
+            lines.append(f"| {', '.join(f'`{n}`' for n in a.float_layers)} | {_figure(a.score, r.percent)} | "
+                         f"{drop} | {holds} |")
+        lines.append("")
+    lines.append(f"Outcome: {r.outcome}.")
+    if r.rescued:
+        lines.append(f"`{r.rescued}` ships instead of `{r.artifact}` (kept for comparison).")
+    cost = rescue_cost(report, r)
+    if cost:
+        lines.append(f"Cost against plain int8: {cost}.")
+    return lines + [""]
 
 
 def parity_table(report: Report) -> list[str]:

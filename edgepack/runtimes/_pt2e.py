@@ -119,6 +119,26 @@ def quantize_with_fallback(bundle: ModelBundle, make_quantizer: Callable[[bool],
             f"every other op runs in float"]
 
 
+def keep_float_by_filter(quantizer: Any, bundle: ModelBundle, keep: tuple[str, ...]) -> Any:
+    """Leave the modules named in `keep` (and everything inside them) unannotated, so their weights and ops stay
+    float, through the quantizer's filter function (XNNPACKQuantizer refuses `set_module_name(name, None)`); the
+    filter applies to every configuration, the type-restricted fallback included."""
+    if not keep:
+        return quantizer
+    from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+
+    from edgepack.rescue import weighted_layers_under
+
+    for name in keep:
+        weighted_layers_under(bundle.module, name)  # an unknown name or one without layers is a UsageError
+    inside = [get_module_name_filter(name) for name in keep]
+    return quantizer.set_filter_function(lambda node: not any(f(node) for f in inside))
+
+
+def mixed_scheme(keep: tuple[str, ...]) -> str:
+    return f"; {len(keep)} layer(s) kept in float ({', '.join(keep)})" if keep else ""
+
+
 def weighted_layer_types() -> tuple[type, ...]:
     """The module types `quantize_with_fallback` quantizes when the whole graph cannot be."""
     from torch import nn

@@ -110,6 +110,8 @@ class ExportRequest:
     options: RuntimeOptions = field(default_factory=RuntimeOptions)  # the target file's settings for this runtime
     parent: Artifact | None = None  # the fp32 artifact an int8 one derives from, when the runtime uses it
     qat: QatRequest | None = None  # int8 only: train with fake quantization instead of calibrating
+    # int8 only: the model's own module names (e.g. "features.3") whose layers stay in float (mixed precision)
+    keep_float: tuple[str, ...] = ()
 
     @property
     def parent_name(self) -> str:
@@ -118,8 +120,8 @@ class ExportRequest:
 
     @property
     def tag(self) -> str:
-        """What names the artifact besides model and runtime: "fp32", "int8", "int8-qat"."""
-        return self.precision + ("-qat" if self.qat else "")
+        """What names the artifact besides model and runtime: "fp32", "int8", "int8-qat", "int8-mixed"."""
+        return self.precision + ("-qat" if self.qat else "") + ("-mixed" if self.keep_float else "")
 
 
 class Runtime(Protocol):
@@ -132,6 +134,7 @@ class Runtime(Protocol):
     int8_from: ClassVar[str]  # "eager": int8 is exported from the PyTorch model; "fp32": from this runtime's fp32 file
     supports_qat: ClassVar[bool]  # has a quantization-aware training path (--qat)
     phone_runner: ClassVar[str | None]  # the native runner that measures it on a phone over adb; None: host only
+    keeps_layers_float: ClassVar[bool]  # int8 export can keep named modules in float (ExportRequest.keep_float)
 
     def missing(self) -> list[str]:
         """Why this runtime cannot run here (empty when it can)."""
@@ -148,6 +151,10 @@ class Runtime(Protocol):
 
     def versions(self) -> dict[str, str]:
         """Versions of the libraries this runtime uses."""
+
+    def layer_sqnr(self, bundle: ModelBundle, int8: Artifact, fp32: Artifact, data: ArrayDataset,
+                   layers: Sequence[str]) -> dict[str, float] | None:
+        """SQNR (dB) of each named layer's output in int8 against fp32, computed by this runtime; None: it cannot."""
 
     def bundle_snippet(self, artifact: Artifact, threads: int, versions: Mapping[str, str]) -> str | None:
         """Markdown showing how an Android app loads and runs the artifact; None: no snippet for this runtime."""
@@ -175,6 +182,7 @@ class RuntimeBase:
     int8_from: ClassVar[str] = "eager"
     supports_qat: ClassVar[bool] = False
     phone_runner: ClassVar[str | None] = None
+    keeps_layers_float: ClassVar[bool] = False
 
     def missing(self) -> list[str]:
         return missing_modules(self.modules, self.extra)
@@ -190,6 +198,11 @@ class RuntimeBase:
     def check_request(self, request: ExportRequest) -> None:
         """Refuse what this runtime cannot build, and a parent that is not what the artifact really derives from."""
         check_export_request(self, request.precision, request.qat)
+        if request.keep_float and (request.precision != "int8" or request.qat is not None):
+            raise UsageError("layers kept in float are a post-training int8 choice; this export is "
+                             f"{request.tag.replace('-mixed', '')}")
+        if request.keep_float and not self.keeps_layers_float:
+            raise UsageError(f"{self.name} cannot keep layers in float in an int8 export")
         source = self.derives_from(request.precision, request.qat is not None)
         parent = request.parent
         if source == EAGER and parent is not None:
@@ -235,6 +248,12 @@ class RuntimeBase:
                         int8_weight_share=share)
 
     # ---- hooks a runtime overrides when it has the capability ------------------------------------------------------
+    def layer_sqnr(self, bundle: ModelBundle, int8: Artifact, fp32: Artifact, data: ArrayDataset,
+                   layers: Sequence[str]) -> dict[str, float] | None:
+        """SQNR (dB) of each named layer's output in the int8 artifact against the fp32 one, computed by this
+        runtime on `data`: a cheap pre-rank for the sensitivity pass. None: this runtime cannot show layer outputs."""
+        return None
+
     def bundle_snippet(self, artifact: Artifact, threads: int, versions: Mapping[str, str]) -> str | None:
         return None
 

@@ -23,6 +23,8 @@ from edgepack.runtimes._fixed_batch import run_in_chunks
 from edgepack.runtimes._pt2e import (
     calibration_count,
     export_program,
+    keep_float_by_filter,
+    mixed_scheme,
     quantize_with_fallback,
     rejection,
     weighted_layer_types,
@@ -92,6 +94,7 @@ class ExecuTorchRuntime(RuntimeBase):
     int8_from: ClassVar[str] = "eager"  # PT2E quantizes the PyTorch graph, then lowers it
     supports_qat: ClassVar[bool] = True
     phone_runner: ClassVar[str | None] = "executor_runner"
+    keeps_layers_float: ClassVar[bool] = True  # the kept modules are filtered out of the XNNPACK quantizer
 
     def import_runtime(self) -> None:
         import executorch.extension.pybindings.portable_lib
@@ -112,7 +115,7 @@ class ExecuTorchRuntime(RuntimeBase):
         elif request.precision == "int8":
             program, export_path, path_notes = self._quantized_program(bundle, request)
             samples = calibration_count(bundle, request.calibration)
-            scheme = f"{INT8_SCHEME}, {samples} calibration samples"
+            scheme = f"{INT8_SCHEME}, {samples} calibration samples{mixed_scheme(request.keep_float)}"
             calibration = calibration_info(request.calibration, samples)
         else:
             program = export_program(bundle, self.name)
@@ -148,11 +151,12 @@ class ExecuTorchRuntime(RuntimeBase):
         def make_quantizer(weighted_only: bool) -> Any:
             config = get_symmetric_quantization_config(is_per_channel=True)
             if not weighted_only:
-                return XNNPACKQuantizer().set_global(config)
-            quantizer = XNNPACKQuantizer()
-            for layer in weighted_layer_types():
-                quantizer.set_module_type(layer, config)
-            return quantizer
+                quantizer = XNNPACKQuantizer().set_global(config)
+            else:
+                quantizer = XNNPACKQuantizer()
+                for layer in weighted_layer_types():
+                    quantizer.set_module_type(layer, config)
+            return keep_float_by_filter(quantizer, bundle, request.keep_float)
 
         converted, _, path, notes = quantize_with_fallback(bundle, make_quantizer, request.calibration, self.name)
         try:

@@ -86,6 +86,10 @@ class LiteRTRuntime(RuntimeBase):
     int8_from: ClassVar[str] = "eager"  # PT2E quantizes the PyTorch graph, then converts it
     supports_qat: ClassVar[bool] = False  # litert-torch's quantizer has no QAT configuration wired here
     phone_runner: ClassVar[str | None] = "benchmark_model"
+    # no mixed-precision rescue: a layer the PT2E quantizer leaves float (its weights float in the converted graph)
+    # comes out of litert_torch.convert int8 all the same when its neighbours are quantized (litert-torch 0.10: the
+    # file, its size and its accuracy are identical to plain int8); only a whole float chain stays float
+    keeps_layers_float: ClassVar[bool] = False
 
     def import_runtime(self) -> None:
         import ai_edge_litert.interpreter  # noqa: F401

@@ -31,6 +31,7 @@ from edgepack.runtimes.base import (
 )
 
 if TYPE_CHECKING:
+    from edgepack.data.dataset import ArrayDataset
     from edgepack.models.bundle import ModelBundle
 
 SIMPLIFY_TOLERANCE = 1e-4  # max abs diff (relative to output scale) under which a simplified graph is kept
@@ -87,6 +88,7 @@ class OnnxRuntime(RuntimeBase):
     int8_from: ClassVar[str] = "fp32"  # quantize_static/quantize_dynamic rewrite the fp32 .onnx
     supports_qat: ClassVar[bool] = True
     phone_runner: ClassVar[str | None] = None
+    keeps_layers_float: ClassVar[bool] = True  # nodes_to_exclude in quantize_static / quantize_dynamic
 
     def import_runtime(self) -> None:
         import onnxruntime  # noqa: F401
@@ -124,8 +126,8 @@ class OnnxRuntime(RuntimeBase):
             if parent is None:  # check_request refused this already; kept for the type checker
                 raise ToolError("onnxruntime int8 export needs the fp32 artifact as its parent")
             with atomic_path(final) as tmp:
-                scheme, calibration = _quantize(Path(parent.path), tmp, request, options, notes)
-                settings = self._settings_that_agree(tmp, request, notes)
+                scheme, calibration = _quantize(Path(parent.path), tmp, request, options, notes, bundle)
+                settings = self._settings_that_agree(tmp, request, notes, _float_layer_settings(request, notes))
             # quantization keeps the graph's input shapes: the int8 file has its parent's batch axis
             dynamic = parent.dynamic_batch if parent.dynamic_batch is not None else _fixed_batch(final) is None
         inputs, outputs = onnx_io_specs(final)
@@ -137,18 +139,22 @@ class OnnxRuntime(RuntimeBase):
                                       weight_census=onnx_weight_census(final))
         return dataclasses.replace(artifact, session_options=settings, export_path=export_path)
 
-    def _settings_that_agree(self, path: Path, request: ExportRequest, notes: list[str]) -> dict[str, str]:
-        """{} when the fully optimized session computes what the file says (the same file under basic
-        optimizations is the reference); else the first fallback setting that does, with a note saying why."""
+    def _settings_that_agree(self, path: Path, request: ExportRequest, notes: list[str],
+                             base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """`base` (settings the file needs whatever happens) when the fully optimized session computes what the file
+        says (the same file under basic optimizations is the reference); else the first fallback setting that does,
+        added to `base`, with a note saying why."""
+        base = dict(base or {})
         if request.calibration is None:
-            return {}
+            return base
         feeds = [a[:OPTIMIZER_CHECK_SAMPLES] for a in request.calibration.arrays]
-        reference = self.load(path, 1, {"graph_optimization_level": "basic"})(feeds)[0]
-        optimized = self.load(path, 1)(feeds)[0]
+        reference = self.load(path, 1, _merged(base, {"graph_optimization_level": "basic"}))(feeds)[0]
+        optimized = self.load(path, 1, base)(feeds)[0]
         if _same_result(reference, optimized):
-            return {}
+            return base
         agreement = _agreement(reference, optimized)
-        for settings in OPTIMIZER_FALLBACKS:
+        for fallback in OPTIMIZER_FALLBACKS:
+            settings = _merged(base, fallback)
             candidate = self.load(path, 1, settings)(feeds)[0]
             if _same_result(reference, candidate):
                 fixed = _agreement(reference, candidate)
@@ -160,6 +166,54 @@ class OnnxRuntime(RuntimeBase):
                 return dict(settings)
         raise ToolError(f"ONNX Runtime computes this int8 file differently under full and basic optimizations "
                         f"(top-1 agreement {agreement:.3f}) and no fallback setting agrees")
+
+    def layer_sqnr(self, bundle: ModelBundle, int8: Artifact, fp32: Artifact, data: ArrayDataset,
+                   layers: Sequence[str]) -> dict[str, float] | None:
+        """Each layer's output tensor (its nodes found by weight, as for keep_float, and by the same node name in the
+        int8 file) is made a graph output of both files; both run on `data` in ONNX Runtime, the int8 one with its
+        session settings. A layer whose node the int8 file renamed is left out. Accumulated error included: a layer's
+        output carries the error of the layers before it, so this only pre-ranks; the metric pass decides."""
+        import tempfile
+
+        import onnx
+
+        nodes: dict[str, list[str]] = {}
+        for layer in layers:
+            try:
+                nodes[layer] = _excluded_nodes(Path(fp32.path), bundle, (layer,), [])
+            except ToolError:  # no node carries its weights: it is left out of the pre-rank
+                continue
+        with tempfile.TemporaryDirectory(prefix="edgepack-sqnr-") as tmp:
+            names = {n for found in nodes.values() for n in found}
+            outputs: dict[str, tuple[str, str]] = {}  # node -> (fp32 tensor, int8 tensor)
+            graphs = {}
+            for which, artifact in (("fp32", fp32), ("int8", int8)):
+                model = onnx.load(artifact.path)
+                produced = {node.name: node.output[0] for node in model.graph.node if node.name in names}
+                graphs[which] = (model, produced)
+            for name in names:
+                if name in graphs["fp32"][1] and name in graphs["int8"][1]:
+                    outputs[name] = (graphs["fp32"][1][name], graphs["int8"][1][name])
+            results = {}
+            for index, (which, artifact) in enumerate((("fp32", fp32), ("int8", int8))):
+                model = graphs[which][0]
+                existing = {o.name for o in model.graph.output}
+                for pair in outputs.values():
+                    if pair[index] not in existing:
+                        model.graph.output.append(onnx.helper.make_tensor_value_info(pair[index],
+                                                                                    onnx.TensorProto.FLOAT, None))
+                path = Path(tmp) / f"{which}.onnx"
+                onnx.save(model, str(path))
+                session = self.load(path, 1, artifact.session_options if which == "int8" else None)
+                got = session(list(data.arrays))
+                by_name = dict(zip([o.name for o in model.graph.output], got))
+                results[which] = {node: by_name[pair[index]] for node, pair in outputs.items()}
+        sqnr = {}
+        for layer, found in nodes.items():
+            figures = [_sqnr(results["fp32"][n], results["int8"][n]) for n in found if n in outputs]
+            if figures:
+                sqnr[layer] = min(figures)
+        return sqnr
 
     # ---- run ----------------------------------------------------------------------------------------------------
     def load(self, path: Path, threads: int, settings: Mapping[str, str] | None = None) -> Session:
@@ -196,7 +250,7 @@ class OnnxRuntime(RuntimeBase):
 
 # ---- quantization ---------------------------------------------------------------------------------------------------
 def _quantize(fp32: Path, out: Path, request: ExportRequest, options: OnnxRuntimeOptions,
-              notes: list[str]) -> tuple[str, CalibrationInfo | None]:
+              notes: list[str], bundle: ModelBundle) -> tuple[str, CalibrationInfo | None]:
     """Write the int8 model; return its scheme description and the calibration it used (None: dynamic)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -206,15 +260,17 @@ def _quantize(fp32: Path, out: Path, request: ExportRequest, options: OnnxRuntim
         notes.append("transformer-like graph (Softmax/LayerNormalization): dynamic INT8 on MatMul/Gemm, since "
                      "static QDQ loses top-1 agreement on attention; set transformer_scheme: static-qdq to override")
     if scheme == "dynamic":
+        excluded = _excluded_nodes(fp32, bundle, request.keep_float, notes)
         with _quiet():
             quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8,
-                             op_types_to_quantize=["MatMul", "Gemm"], per_channel=False)
-        return "dynamic INT8: MatMul/Gemm weights int8 per-tensor, activations quantized at run time", None
-    return _quantize_static(fp32, out, request, options, notes)
+                             op_types_to_quantize=["MatMul", "Gemm"], per_channel=False, nodes_to_exclude=excluded)
+        return ("dynamic INT8: MatMul/Gemm weights int8 per-tensor, activations quantized at run time"
+                + _mixed(request)), None
+    return _quantize_static(fp32, out, request, options, notes, bundle)
 
 
 def _quantize_static(fp32: Path, out: Path, request: ExportRequest, options: OnnxRuntimeOptions,
-                     notes: list[str]) -> tuple[str, CalibrationInfo]:
+                     notes: list[str], bundle: ModelBundle) -> tuple[str, CalibrationInfo]:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -256,16 +312,105 @@ def _quantize_static(fp32: Path, out: Path, request: ExportRequest, options: Onn
         except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation; quantizing without it works
             notes.append(f"quantization pre-processing skipped: {one_line(exc)}")
             source = fp32
+        # node names are read from the file quantize_static is given: pre-processing may fuse nodes
+        excluded = _excluded_nodes(source, bundle, request.keep_float, notes)
         with warnings.catch_warnings(), _quiet():
             warnings.simplefilter("ignore")
             quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                            per_channel=options.per_channel, weight_type=weight, activation_type=act)
+                            per_channel=options.per_channel, weight_type=weight, activation_type=act,
+                            nodes_to_exclude=excluded)
     finally:
         pre.unlink(missing_ok=True)
     a = "u8" if options.activation_type == "uint8" else "s8"
     w = "s8" if options.weight_type == "int8" else "u8"
     scheme = f"static QDQ: {a} activations, {'per-channel' if options.per_channel else 'per-tensor'} {w} weights"
-    return scheme, CalibrationInfo(source=request.calibration.name, samples=fed)
+    return scheme + _mixed(request), CalibrationInfo(source=request.calibration.name, samples=fed)
+
+
+# ---- layers kept in float (mixed precision) -------------------------------------------------------------------------
+# ONNX Runtime's WeightBiasQuantization (a basic-level graph optimization, 1.2x) quantizes, at session creation, the
+# float weights of a Conv/Gemm/MatMul that sits between a DequantizeLinear and a QuantizeLinear: exactly what a layer
+# kept in float looks like once QDQPropagation has moved its consumer's QuantizeLinear up to it. A file with layers
+# kept in float must run with it disabled, or the session quantizes them anyway (per tensor).
+KEEP_FLOAT_SETTINGS = {"disabled_optimizers": "WeightBiasQuantization"}
+WEIGHTED_ONNX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+SAME_WEIGHT_COSINE = 0.9999
+
+
+def _mixed(request: ExportRequest) -> str:
+    n = len(request.keep_float)
+    return f"; {n} layer(s) kept in float ({', '.join(request.keep_float)})" if n else ""
+
+
+def _float_layer_settings(request: ExportRequest, notes: list[str]) -> dict[str, str]:
+    if not request.keep_float:
+        return {}
+    notes.append("runs with ONNX Runtime's WeightBiasQuantization optimizer disabled: it would quantize the layers "
+                 "kept in float when the session is created (manifest.json: session_options)")
+    return dict(KEEP_FLOAT_SETTINGS)
+
+
+def _merged(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """Session settings with `extra` added to `base`; disabled optimizers accumulate."""
+    out = {**base, **extra}
+    disabled = [o for s in (base, extra) for o in s.get("disabled_optimizers", "").split(",") if o]
+    if disabled:
+        out["disabled_optimizers"] = ",".join(dict.fromkeys(disabled))
+    return out
+
+
+def _excluded_nodes(path: Path, bundle: ModelBundle, modules: Sequence[str], notes: list[str]) -> list[str]:
+    """The names of the graph's nodes that compute the weighted layers under `modules` (module names of the eager
+    model), found by their weights: a node whose weight equals the layer's up to one factor per output channel is
+    that layer (a BatchNorm folded into it by the exporter or by pre-processing scales each channel). Node names and
+    metadata do not survive every exporter and simplifier; the weights do."""
+    if not modules:
+        return []
+    import onnx
+    from onnx import numpy_helper
+
+    from edgepack.rescue import weighted_layers_under
+
+    graph = onnx.load(str(path)).graph
+    inits = {t.name: t for t in graph.initializer}
+    weighted = [(node.name, numpy_helper.to_array(inits[node.input[1]])) for node in graph.node
+                if node.op_type in WEIGHTED_ONNX_OPS and len(node.input) > 1 and node.input[1] in inits]
+    excluded: list[str] = []
+    for name in modules:
+        for layer, weight in weighted_layers_under(bundle.module, name):
+            found = [node for node, w in weighted if _same_weight(weight, w)]
+            if not found:
+                raise ToolError(f"onnxruntime: no node of the exported graph carries the weights of {layer}, so it "
+                                f"cannot be kept in float")
+            excluded += [n for n in found if n not in excluded]
+    notes.append(f"kept in float: {', '.join(modules)} ({len(excluded)} node(s): {', '.join(excluded)})")
+    return excluded
+
+
+def _sqnr(reference: np.ndarray, quantized: np.ndarray) -> float:
+    """Signal to quantization noise, in dB (capped at 100 dB when the two are equal)."""
+    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    noise = float(np.sum((reference.astype(np.float64) - quantized) ** 2))
+    return 100.0 if noise <= signal * 1e-10 else 10.0 * float(np.log10(max(signal, 1e-30) / noise))
+
+
+def _same_weight(module_weight: np.ndarray, onnx_weight: np.ndarray) -> bool:
+    """Whether an ONNX weight is the module's, up to one factor per output channel (rows) or per column (a
+    transposed MatMul weight, or a ConvTranspose's output axis)."""
+    for candidate in (onnx_weight, onnx_weight.T if onnx_weight.ndim == 2 else None):
+        if candidate is None or candidate.shape != module_weight.shape:
+            continue
+        for axis in ((0, 1) if module_weight.ndim >= 2 else (0,)):
+            a = np.moveaxis(module_weight.astype(np.float64), axis, 0).reshape(module_weight.shape[axis], -1)
+            b = np.moveaxis(candidate.astype(np.float64), axis, 0).reshape(candidate.shape[axis], -1)
+            norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+            zero = norms == 0
+            if np.any(zero & ((np.linalg.norm(a, axis=1) > 0) | (np.linalg.norm(b, axis=1) > 0))):
+                continue  # one side has a zero row the other does not
+            cosine = np.abs(np.sum(a * b, axis=1)) / np.where(zero, 1.0, norms)
+            if np.all(zero | (cosine >= SAME_WEIGHT_COSINE)):
+                return True
+    return False
 
 
 def _same_result(reference: np.ndarray, candidate: np.ndarray) -> bool:

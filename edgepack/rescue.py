@@ -1,0 +1,232 @@
+"""Per-layer INT8 sensitivity and mixed-precision rescue, measured through the runtime that ships the artifact.
+
+Sensitivity: for each quantizable layer (Conv/Linear, by the model's own module names), build the int8 artifact with
+that layer alone kept in float and measure the metric the build is judged by; the layer's effect is the metric's
+change against the plain int8 artifact. Rescue: keep the most sensitive layers in float, greedily, each step rebuilt and
+judged for real (effects do not simply add up), until the artifact meets the parity floor and every accuracy budget, or
+the bound on float layers is reached.
+
+This module holds the ranking and the greedy loop only; building an artifact and judging it are the pipeline's
+callables, so the loop knows nothing of runtimes, files or data. Importing it stays torch-free.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+from edgepack.errors import EdgepackError, UsageError, one_line
+from edgepack.records import Artifact, LayerSensitivity, Rescue, RescueAttempt
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edgepack.records import Accuracy, Parity
+
+# the leaf module types whose weights int8 quantizes, and which a runtime can keep in float one by one
+WEIGHTED_LAYER_TYPES = ("Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
+                        "ConvTranspose3d")
+MAX_FLOAT_SHARE = 0.5  # a rescue keeps at most this share of the quantizable layers in float
+# above this many quantizable layers, a runtime that can show layer outputs pre-ranks them by SQNR and only this many
+# (the lowest SQNR) go through the metric pass, each of which builds and judges one artifact
+METRIC_LAYERS = 16
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One int8 artifact measured through its runtime: the figures a rescue decides by."""
+
+    artifact: Artifact
+    score: float  # the rescue's metric: higher is better
+    parity: Parity
+    accuracy: Optional[Accuracy] = None
+    accuracy_drop: Optional[float] = None  # pp against the original, when an accuracy budget is judged
+    shortfall: str = ""  # why it is below the parity floor; "" when it meets it
+    within_budgets: bool = True  # meets every accuracy budget
+    holds: bool = False  # meets the parity floor and every accuracy budget
+
+    def attempt(self, layers: tuple[str, ...]) -> RescueAttempt:
+        return RescueAttempt(float_layers=layers, score=self.score, accuracy_drop=self.accuracy_drop,
+                             shortfall=self.shortfall, holds=self.holds)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What the scores are: a description with the data, and whether they are fractions shown as percentages."""
+
+    text: str
+    percent: bool
+
+
+BuildFn = Callable[[tuple[str, ...]], Artifact]  # the int8 artifact with these layers in float
+PreRankFn = Callable[[list[str]], Optional[dict[str, float]]]  # layer -> SQNR (dB) of its output; None: cannot
+JudgeFn = Callable[[Artifact], Judged]
+SayFn = Callable[[str], None]
+
+
+def quantizable_layers(module: Any) -> list[tuple[str, str]]:
+    """(module name, class name) of every weighted leaf layer, in the model's order."""
+    return [(name, type(m).__name__) for name, m in module.named_modules()
+            if name and type(m).__name__ in WEIGHTED_LAYER_TYPES and getattr(m, "weight", None) is not None]
+
+
+def weighted_layers_under(module: Any, name: str) -> list[tuple[str, np.ndarray]]:
+    """(layer name, weight as numpy) of the weighted layers that module `name` is or contains: what keeping `name`
+    in float keeps in float. An unknown name is a UsageError naming some known ones."""
+    layers = dict(module.named_modules())
+    if name not in layers:
+        known = [n for n, _ in quantizable_layers(module)]
+        raise UsageError(f"the model has no module named {name!r}; its quantizable layers: "
+                         f"{', '.join(known[:12])}{' ...' if len(known) > 12 else ''}")
+    found = [(n, m.weight.detach().cpu().numpy()) for n, m in layers.items()
+             if (n == name or n.startswith(name + ".")) and type(m).__name__ in WEIGHTED_LAYER_TYPES
+             and getattr(m, "weight", None) is not None]
+    if not found:
+        raise UsageError(f"module {name!r} holds no Conv or Linear layer; there is nothing to keep in float")
+    return found
+
+
+def max_float_layers(layers: int) -> int:
+    """The bound on layers a rescue keeps in float: half the quantizable layers (none of a one-layer model)."""
+    return int(layers * MAX_FLOAT_SHARE)
+
+
+def _try(build: BuildFn, judge: JudgeFn, layers: tuple[str, ...]) -> Judged | str:
+    """The judged artifact with `layers` in float, or why it could not be built or judged."""
+    try:
+        return judge(build(layers))
+    except EdgepackError as exc:
+        return one_line(exc)
+    except Exception as exc:  # noqa: BLE001 - one attempt that fails is recorded; the plain artifact still stands
+        return f"{type(exc).__name__}: {one_line(exc)}"
+
+
+def rank(plain: Judged, layers: Sequence[tuple[str, str]], build: BuildFn, judge: JudgeFn, say: SayFn,
+         pre_rank: Optional[PreRankFn] = None,
+         metric_layers: Optional[int] = None) -> tuple[list[LayerSensitivity], dict[tuple[str, ...], Judged | str]]:
+    """Each layer alone in float, built and judged through the runtime; most sensitive (largest recovery) first.
+    With more layers than `metric_layers`, `pre_rank` (SQNR of each layer's output) picks the ones measured; the
+    others follow, lowest SQNR first, then layers that could not be built. Also returns every result by its float
+    layers, for the greedy loop."""
+    metric_layers = METRIC_LAYERS if metric_layers is None else metric_layers
+    sqnr: dict[str, float] = {}
+    if pre_rank is not None and len(layers) > metric_layers:
+        try:
+            sqnr = pre_rank([name for name, _ in layers]) or {}
+        except Exception as exc:  # noqa: BLE001 - the pre-rank only saves time: without it every layer is measured
+            say(f"sensitivity: no SQNR pre-rank ({type(exc).__name__}: {one_line(exc)}); every layer is measured")
+    measured = [name for name, _ in layers]
+    if sqnr:
+        measured = sorted(sqnr, key=lambda name: sqnr[name])[:metric_layers]
+        say(f"sensitivity: {len(measured)} of {len(layers)} layers, the lowest output SQNR in plain int8")
+    judged: dict[tuple[str, ...], Judged | str] = {}
+    found = []
+    for name, kind in layers:
+        if name not in measured:
+            found.append(LayerSensitivity(layer=name, type=kind, score=None, effect=None, sqnr_db=sqnr.get(name)))
+            continue
+        say(f"sensitivity {len(judged) + 1}/{len(measured)}: {name} in float")
+        result = judged[(name,)] = _try(build, judge, (name,))
+        if isinstance(result, str):
+            found.append(LayerSensitivity(layer=name, type=kind, score=None, effect=None, error=result,
+                                          sqnr_db=sqnr.get(name)))
+        else:
+            found.append(LayerSensitivity(layer=name, type=kind, score=result.score,
+                                          effect=result.score - plain.score, sqnr_db=sqnr.get(name)))
+
+    def order(i: int) -> tuple[int, float, float, int]:
+        layer = found[i]
+        sqnr_db = layer.sqnr_db if layer.sqnr_db is not None else float("inf")
+        if layer.effect is not None:  # equal effects: the lower output SQNR first, then the model's order
+            return 0, -layer.effect, sqnr_db, i
+        return (1, sqnr_db, 0.0, i) if not layer.error and layer.sqnr_db is not None else (2, 0.0, 0.0, i)
+
+    return [found[i] for i in sorted(range(len(found)), key=order)], judged
+
+
+def run(runtime: str, plain: Judged, module: Any, metric: Metric, reason: str, build: BuildFn, judge: JudgeFn,
+        say: SayFn, rescue: bool, pre_rank: Optional[PreRankFn] = None,
+        metric_layers: Optional[int] = None) -> tuple[Rescue, Optional[Judged]]:
+    """Rank the layers; when `rescue`, keep the most sensitive in float until the artifact holds. Returns the record
+    and the judged artifact that holds (None when only ranking, or when no attempt within the bound holds)."""
+    start = time.perf_counter()
+    layers = quantizable_layers(module)
+    bound = max_float_layers(len(layers))
+    record = Rescue(runtime=runtime, artifact=plain.artifact.name, metric=metric.text, plain_score=plain.score,
+                    percent=metric.percent, reason=reason, max_float_layers=bound)
+    if len(layers) < 2:
+        return _done(record, start, outcome=f"the model has {len(layers)} Conv/Linear layer(s): keeping one in float "
+                                            f"would leave no int8 layer, so nothing was ranked or rescued"), None
+    ranking, judged = rank(plain, layers, build, judge, say, pre_rank, metric_layers)
+    record = _replace(record, layers=tuple(ranking))
+    if not rescue:
+        top = ranking[0]
+        measured = sum(1 for layer in ranking if layer.effect is not None)
+        what = f"{measured} of {len(ranking)}" if measured < len(ranking) else f"{len(ranking)}"
+        found = (f"most sensitive {top.layer} ({_effect(top.effect, metric.percent)})"
+                 if top.effect is not None and top.effect > 0 else "keeping any one of them in float does not raise "
+                                                                     "the metric")
+        return _done(record, start, outcome=f"measured {what} layer(s): {found}; nothing kept in float"), None
+    attempts: list[RescueAttempt] = []
+    kept: tuple[str, ...] = ()
+    best: Optional[tuple[tuple[str, ...], Judged]] = None
+    for layer in [layer for layer in ranking if layer.effect is not None][:bound]:
+        kept = (*kept, layer.layer)
+        if kept in judged:
+            result = judged[kept]
+        else:
+            say(f"rescue: {len(kept)} layer(s) in float ({', '.join(kept)})")
+            result = _try(build, judge, kept)
+        if isinstance(result, str):
+            attempts.append(RescueAttempt(float_layers=kept, score=None, error=result))
+            continue
+        attempts.append(result.attempt(kept))
+        if best is None or result.score > best[1].score:
+            best = (kept, result)
+        if result.holds:
+            record = _replace(record, attempts=tuple(attempts), rescued=result.artifact.name, float_layers=kept)
+            return _done(record, start, outcome=f"{len(kept)} layer(s) kept in float meet the budget: "
+                                                f"{', '.join(kept)} ({_score(result, metric)})"), result
+    record = _replace(record, attempts=tuple(attempts))
+    reached = (f"the best kept {', '.join(best[0])} in float and reached {_score(best[1], metric)}" if best else
+               "no attempt could be built")
+    return _done(record, start, outcome=f"no rescue with at most {bound} of {len(layers)} layers in float meets the "
+                                        f"budget; {reached}"), None
+
+
+def short_outcome(record: Rescue) -> str:
+    """The outcome in a few words, for a one-line error that already gives the plain artifact's figures."""
+    if record.rescued:
+        return f"rescued with {', '.join(record.float_layers)} in float"
+    tried = [a for a in record.attempts if a.score is not None]
+    if not tried:
+        return record.outcome
+    best = max(tried, key=lambda a: a.score or 0.0)
+    figure = f"{best.score * 100:.1f}%" if record.percent and best.score is not None else f"{best.score:.4g}"
+    return (f"no rescue with up to {record.max_float_layers} of {len(record.layers)} layers in float holds (best "
+            f"{figure} with {', '.join(best.float_layers)})")
+
+
+def _score(judged: Judged, metric: Metric) -> str:
+    figure = f"{judged.score * 100:.2f}%" if metric.percent else f"{judged.score:.4g}"
+    drop = "" if judged.accuracy_drop is None else f", accuracy drop {judged.accuracy_drop:.2f} pp"
+    floor = f"; {judged.shortfall}" if judged.shortfall else ""
+    return f"{metric.text.split(' on ', 1)[0]} {figure}{drop}{floor}"
+
+
+def _effect(effect: Optional[float], percent: bool) -> str:
+    if effect is None:
+        return "could not be built"
+    return f"{effect * 100:+.2f} pp" if percent else f"{effect:+.4g}"
+
+
+def _replace(record: Rescue, **changes: Any) -> Rescue:
+    from dataclasses import replace
+
+    return replace(record, **changes)
+
+
+def _done(record: Rescue, start: float, outcome: str) -> Rescue:
+    return _replace(record, outcome=outcome, seconds=round(time.perf_counter() - start, 3))

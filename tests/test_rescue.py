@@ -1,0 +1,331 @@
+"""Per-layer INT8 sensitivity and mixed-precision rescue, on a digits CNN with one layer made fragile on purpose.
+
+The fragile layer (`features.2`) gets one extra input channel that is always zero (the previous convolution's extra
+channel has a bias so negative that ReLU zeroes it), and a weight on that channel FACTOR times larger than any other
+weight of the same output channel. In float the channel multiplies zero, so the model computes what it did before;
+with int8 per-channel weights the outlier sets each channel's scale, and every other weight of the layer rounds to a
+few levels. Keeping that one layer in float restores the model; keeping any other layer in float does not.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from edgepack.records import LayerSensitivity, Report, Rescue, RescueAttempt
+
+if TYPE_CHECKING:
+    from edgepack.rescue import Judged
+from tests.cli_build import build, write_models
+
+FRAGILE = "features.2"
+FACTOR = 100.0
+
+MODELS = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, dead=0):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16 + dead, 3, padding=1), nn.ReLU(), nn.Conv2d(16 + dead, 32, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.classifier = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def fragile():
+    return Net(dead=1), torch.zeros(1, 1, 8, 8)
+'''
+
+
+def _fragile_state(factor: float) -> dict:
+    """A digits CNN trained here, rebuilt with the dead channel and the outlier weight on it."""
+    import torch
+    from torch import nn
+
+    from edgepack.data.digits import load_split
+    from edgepack.training import train_classifier
+
+    class Net(nn.Module):
+        def __init__(self, dead: int = 0) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(1, 16 + dead, 3, padding=1), nn.ReLU(), nn.Conv2d(16 + dead, 32, 3, padding=1), nn.ReLU(),
+                nn.MaxPool2d(2), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+            self.classifier = nn.Linear(32, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.classifier(torch.flatten(self.features(x), 1))
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train, _ = load_split()
+        torch.manual_seed(0)
+        trained = train_classifier(Net(), train, 15, lr=3e-3).state_dict()
+    finally:
+        torch.set_num_threads(threads)
+    state = Net(dead=1).state_dict()
+    for key, value in trained.items():
+        if key == "features.0.weight":  # the extra channel: any weights, a bias that keeps it below zero
+            state[key][:16], state[key][16] = value, value[0]
+        elif key == "features.0.bias":
+            state[key][:16] = value
+            state[key][16] = -float(trained["features.0.weight"][0].abs().sum()) - 1.0  # inputs lie in [-1, 1]
+        elif key == "features.2.weight":
+            state[key][:, :16] = value
+            state[key][:, 16] = 0.0
+            state[key][:, 16, 1, 1] = factor * value.abs().amax(dim=(1, 2, 3))
+        else:
+            state[key] = value
+    return state
+
+
+@pytest.fixture(scope="module")
+def fragile(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The --model/--factory arguments of the fragile digits CNN."""
+    import torch
+
+    directory = tmp_path_factory.mktemp("fragile")
+    factory = write_models(directory, "fragile_models", MODELS)
+    weights = directory / "fragile.pt"
+    torch.save(_fragile_state(FACTOR), weights)
+    return ["--model", str(weights), "--factory", f"{factory}:fragile"]
+
+
+def _digits_eval(tmp_path: Path) -> str:
+    from edgepack.data.digits import load_split
+
+    _, test = load_split()
+    path = tmp_path / "eval.npz"
+    np.savez(path, x=test.inputs, y=test.labels)
+    return str(path)
+
+
+def _calibration(tmp_path: Path) -> str:
+    from edgepack.data.digits import load_split
+
+    train, _ = load_split()
+    path = tmp_path / "calibration.npz"
+    np.savez(path, x=train.inputs[:256], y=train.labels[:256])
+    return str(path)
+
+
+def _args(fragile: list[str], tmp_path: Path, *extra: str) -> list[str]:
+    return [*fragile, "--target", "x86-cpu", "--runtime", "onnxruntime", "--precision", "int8",
+            "--eval", _digits_eval(tmp_path), "--calibration", _calibration(tmp_path), *extra]
+
+
+def _accuracy(report: dict, artifact: str) -> float:
+    return next(a for a in report["accuracy"] if a["artifact"] == artifact)["top1"]
+
+
+@pytest.mark.slow
+def test_plain_int8_misses_the_budget_without_a_rescue(fragile: list[str], tmp_path: Path) -> None:
+    code, output, report = build(_args(fragile, tmp_path, "--max-accuracy-drop", "1pp", "--parity-floor", "off",
+                                       "--no-rescue"), tmp_path / "out")
+    assert code == 3, output
+    assert report["shipping"] == ["onnxruntime-int8"] and report["rescues"] == []
+    assert _accuracy(report, "eager") - _accuracy(report, "onnxruntime-int8") > 0.05
+
+
+@pytest.mark.slow
+def test_the_rescue_keeps_the_fragile_layer_in_float_and_meets_the_budget(fragile: list[str],
+                                                                          tmp_path: Path) -> None:
+    code, output, report = build(_args(fragile, tmp_path, "--max-accuracy-drop", "1pp"), tmp_path / "out")
+    assert code == 0, output
+    (rescue,) = report["rescues"]
+    assert rescue["layers"][0]["layer"] == FRAGILE  # ranked first
+    assert rescue["layers"][0]["effect"] > 0.05 > max(abs(layer["effect"]) for layer in rescue["layers"][1:])
+    assert rescue["float_layers"] == [FRAGILE] and rescue["rescued"] == "onnxruntime-int8-mixed"
+    assert report["shipping"] == ["onnxruntime-int8-mixed"]
+    eager, plain, mixed = (_accuracy(report, a) for a in ("eager", "onnxruntime-int8", "onnxruntime-int8-mixed"))
+    assert eager - plain > 0.05 and eager - mixed <= 0.01
+    mixed_artifact = next(a for a in report["artifacts"] if a["name"] == "onnxruntime-int8-mixed")
+    assert mixed_artifact["session_options"] == {"disabled_optimizers": "WeightBiasQuantization"}
+    assert {m["artifact"] for m in report["measurements"]} >= {"onnxruntime-int8", "onnxruntime-int8-mixed"}
+    assert (tmp_path / "out" / Path(mixed_artifact["path"]).name).is_file()
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "## Int8 sensitivity and rescue: onnxruntime" in markdown and f"`{FRAGILE}`" in markdown
+    assert "Cost against plain int8: size" in markdown
+    assert f"onnxruntime rescue: 1 layer(s) kept in float meet the budget: {FRAGILE}" in output
+    loaded = Report.from_json((tmp_path / "out" / "report.json").read_text())
+    assert loaded.rescues[0].float_layers == (FRAGILE,)
+
+
+@pytest.mark.slow
+def test_sensitivity_alone_reports_without_changing_the_artifact(fragile: list[str], tmp_path: Path) -> None:
+    code, output, report = build(_args(fragile, tmp_path, "--sensitivity", "--no-rescue", "--parity-floor", "off"),
+                                 tmp_path / "out")
+    assert code == 0, output
+    (rescue,) = report["rescues"]
+    assert rescue["reason"] == "--sensitivity" and rescue["layers"][0]["layer"] == FRAGILE
+    assert rescue["rescued"] is None and rescue["attempts"] == []
+    assert report["shipping"] == ["onnxruntime-int8"]
+    assert [a["name"] for a in report["artifacts"]] == ["onnxruntime-fp32", "onnxruntime-int8"]
+    assert "ranking only (--sensitivity), artifact unchanged" in output
+
+
+def test_the_rescue_record_round_trips_through_json() -> None:
+    record = Rescue(runtime="onnxruntime", artifact="onnxruntime-int8", metric="top-1 on 360 samples of digits",
+                    plain_score=0.7, percent=True, reason="over budget",
+                    layers=(LayerSensitivity("features.2", "Conv2d", 0.95, 0.25),),
+                    attempts=(RescueAttempt(("features.2",), 0.95, accuracy_drop=0.0, holds=True),),
+                    max_float_layers=2, rescued="onnxruntime-int8-mixed", float_layers=("features.2",),
+                    outcome="ok", seconds=1.5)
+    assert Rescue.from_dict(record.to_dict()) == record
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("executorch") is None, reason="executorch not installed")
+def test_executorch_rescues_by_leaving_the_layer_out_of_the_quantizer(fragile: list[str], tmp_path: Path) -> None:
+    args = [arg if arg != "onnxruntime" else "executorch" for arg in _args(fragile, tmp_path)]
+    code, output, report = build([*args, "--max-accuracy-drop", "1pp"], tmp_path / "out")
+    assert code == 0, output
+    (rescue,) = report["rescues"]
+    assert rescue["layers"][0]["layer"] == FRAGILE and rescue["float_layers"] == [FRAGILE]
+    assert report["shipping"] == ["executorch-int8-mixed"]
+    assert _accuracy(report, "eager") - _accuracy(report, "executorch-int8-mixed") <= 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("litert_torch") is None, reason="litert not installed")
+def test_a_runtime_that_cannot_keep_layers_float_says_so(fragile: list[str], tmp_path: Path) -> None:
+    args = [arg if arg != "onnxruntime" else "litert" for arg in _args(fragile, tmp_path)]
+    code, output, report = build([*args, "--sensitivity", "--parity-floor", "off"], tmp_path / "out")
+    assert code == 0, output
+    assert "litert cannot keep layers in float in an int8 export" in output
+    (rescue,) = report["rescues"]
+    assert rescue["layers"] == [] and rescue["rescued"] is None
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--precision", "fp32"], "--sensitivity ranks layers by what int8 costs them; drop --precision fp32"),
+    (["--qat", "1"], "--sensitivity ranks the layers of the post-training int8 artifact, which --qat replaces"),
+])
+def test_sensitivity_needs_post_training_int8(tmp_path: Path, extra: list[str], message: str) -> None:
+    from click.testing import CliRunner
+
+    from edgepack.cli import cli
+
+    result = CliRunner().invoke(cli, ["build", "--model", "zoo:digits-cnn", *extra, "--sensitivity",
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+def _fake_judged(name: str, score: float, holds: bool) -> "Judged":
+    from edgepack.records import Artifact, Parity
+    from edgepack.rescue import Judged
+
+    artifact = Artifact(name=name, path=f"{name}.onnx", format="onnx", runtime="onnxruntime", precision="int8",
+                        size_bytes=1, sha256="0" * 64, inputs=(), outputs=())
+    parity = Parity(name, 8, 0.0, 0.0, 1.0, "data")
+    return Judged(artifact=artifact, score=score, parity=parity, accuracy_drop=(0.9 - score) * 100, holds=holds)
+
+
+def test_the_greedy_loop_stops_at_the_bound_and_says_what_the_best_attempt_reached() -> None:
+    """Four layers (bound 2): each recovers a little, none enough, one cannot be built; nothing ships."""
+    from torch import nn
+
+    from edgepack.errors import ToolError
+    from edgepack.rescue import Metric, run
+
+    module = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2))
+    gains = {"0": 0.02, "1": 0.05, "2": 0.0}
+    built: list[tuple[str, ...]] = []
+
+    def build(keep: tuple[str, ...]) -> object:
+        built.append(keep)
+        if keep == ("3",):
+            raise ToolError("no node carries the weights of 3")
+        return keep
+
+    def judge(keep: object) -> "Judged":
+        assert isinstance(keep, tuple)
+        return _fake_judged("m-int8-mixed", 0.5 + sum(gains[k] for k in keep), holds=False)
+
+    plain = _fake_judged("m-int8", 0.5, holds=False)
+    record, won = run("onnxruntime", plain, module, Metric("top-1 on 8 samples of data", True), "over budget",
+                      build, judge, lambda _: None, rescue=True)  # type: ignore[arg-type]
+    assert won is None and record.rescued is None and record.max_float_layers == 2
+    assert [layer.layer for layer in record.layers] == ["1", "0", "2", "3"]
+    assert record.layers[-1].effect is None and "no node carries" in record.layers[-1].error
+    assert [a.float_layers for a in record.attempts] == [("1",), ("1", "0")]
+    assert built[-1] == ("1", "0")  # the single-layer attempt was reused, not rebuilt
+    assert record.outcome == ("no rescue with at most 2 of 4 layers in float meets the budget; the best kept 1, 0 in "
+                              "float and reached top-1 57.00%, accuracy drop 33.00 pp")
+    assert Rescue.from_dict(record.to_dict()) == record
+
+
+@pytest.mark.slow
+def test_large_models_are_pre_ranked_by_output_sqnr_on_the_runtime(fragile: list[str], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """With fewer metric-pass slots than layers, ONNX Runtime's SQNR of each layer's output picks the layers built
+    and judged; the fragile one is among them, ranked first, and the rescue still holds."""
+    import edgepack.rescue
+
+    monkeypatch.setattr(edgepack.rescue, "METRIC_LAYERS", 2)
+    code, output, report = build(_args(fragile, tmp_path, "--max-accuracy-drop", "1pp"), tmp_path / "out")
+    assert code == 0, output
+    (rescue,) = report["rescues"]
+    layers = rescue["layers"]
+    assert all(layer["sqnr_db"] is not None for layer in layers)
+    assert layers[0]["layer"] == FRAGILE and rescue["float_layers"] == [FRAGILE]
+    measured = [layer for layer in layers if layer["effect"] is not None]
+    assert len(measured) == 2
+    skipped = [layer for layer in layers if layer["effect"] is None]
+    assert min(layer["sqnr_db"] for layer in measured) < min(layer["sqnr_db"] for layer in skipped)
+    assert "not measured: left out by the SQNR pre-rank" in (tmp_path / "out" / "report.md").read_text()
+
+
+CRUSHED = '''
+import torch
+from torch import nn
+
+
+class Crushed(nn.Module):
+    """Ten class scores 0.01 apart beside a constant -50: per-tensor int8 on the output crushes the scores, whatever
+    layer is kept in float."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x):
+        scores = self.fc2(torch.relu(self.fc1(x.flatten(1)))) * 0.01
+        return torch.cat([scores, torch.full_like(scores[:, :1], -50.0)], 1)
+
+
+def crushed():
+    torch.manual_seed(0)
+    return Crushed(), torch.randn(1, 1, 8, 8)
+'''
+
+
+@pytest.mark.slow
+def test_no_rescue_within_the_bound_fails_as_before_and_says_what_the_best_reached(tmp_path: Path) -> None:
+    models = write_models(tmp_path, "crushed_models", CRUSHED)
+    code, output, report = build(["--model", f"{models}:crushed", "--target", "x86-cpu", "--runtime", "onnxruntime"],
+                                 tmp_path / "out")
+    assert code == 3, output
+    assert report["shipping"] == [] and [f["stage"] for f in report["failures"]] == ["parity"]
+    assert "below the parity floor 90%" in output
+    assert "no rescue with up to 1 of 2 layers in float holds (best " in output
+    (rescue,) = report["rescues"]
+    assert rescue["rescued"] is None and len(rescue["attempts"]) == 1 and rescue["max_float_layers"] == 1
+    assert rescue["outcome"].startswith("no rescue with at most 1 of 2 layers in float meets the budget; the best "
+                                        "kept")
+    assert "onnxruntime-int8-mixed" not in {a["name"] for a in report["artifacts"]}
+    assert not list((tmp_path / "out").glob("*mixed*"))
