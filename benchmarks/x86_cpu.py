@@ -26,7 +26,6 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -155,33 +154,35 @@ def main() -> None:
     parser.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--calls", type=int, default=10, help="calls per candidate per round")
-    parser.add_argument("--json", help="write every sample here")
+    parser.add_argument("--json", help="write every sample here (rewritten after each model)")
     args = parser.parse_args()
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for threads in (int(t) for t in args.threads.split(",")):
-            for name in args.models.split(","):
-                rows.append(bench(name, threads, args.rounds, args.calls, Path(tmp)))
-                print(f"# {name}, {threads} thread(s): built in {rows[-1]['build_s']:.0f} s, shipped "
-                      f"{rows[-1]['shipped']}", file=sys.stderr, flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows))
-    keys = ("eager_fp32", "ort_fp32", "hand_int8", "ort_int8", "ov_int8", "auto")
     print(f"x86-cpu, batch 1, p50 of {args.rounds} interleaved rounds x {args.calls} calls (ms); peak memory over "
           f"baseline from each artifact's measuring child (MB)")
     header = ("model", "threads", "eager fp32", "ORT fp32", "hand ORT INT8", "edgepack ORT INT8", "OpenVINO INT8",
               "auto's pick", "pick / hand", "pick / ORT INT8", "memory MB: ORT INT8 / OV INT8 / pick")
     print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        s, mem = row["samples"], row["memory"]
-        p50 = {k: statistics.median(s[k]) for k in keys}
-        noise = max(p(s["auto"], 90) - p50["auto"], p(s["ort_int8"], 90) - p50["ort_int8"])
-        slower = p50["auto"] - p50["ort_int8"] > noise
-        print(f"| {row['model']} | {row['threads']} | " + " | ".join(f"{p50[k]:.3f}" for k in keys[:-1])
-              + f" | {p50['auto']:.3f} ({row['shipped']}) | {p50['auto'] / p50['hand_int8']:.2f} | "
-              f"{p50['auto'] / p50['ort_int8']:.2f}{' (slower beyond noise)' if slower else ''} | "
-              + " / ".join(f"{(mem[k] or 0) / 1e6:.1f}" for k in ("ort_int8", "ov_int8", "auto")) + " |")
+    print("|" + "---|" * len(header), flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for threads in (int(t) for t in args.threads.split(",")):
+            for name in args.models.split(","):
+                row = bench(name, threads, args.rounds, args.calls, Path(tmp))
+                rows.append(row)
+                print(row_line(row), flush=True)  # each row as soon as it is measured
+                if args.json:
+                    Path(args.json).write_text(json.dumps(rows))
+
+
+def row_line(row: dict[str, Any]) -> str:
+    keys = ("eager_fp32", "ort_fp32", "hand_int8", "ort_int8", "ov_int8", "auto")
+    s, mem = row["samples"], row["memory"]
+    p50 = {k: statistics.median(s[k]) for k in keys}
+    noise = max(p(s["auto"], 90) - p50["auto"], p(s["ort_int8"], 90) - p50["ort_int8"])
+    slower = p50["auto"] - p50["ort_int8"] > noise
+    return (f"| {row['model']} | {row['threads']} | " + " | ".join(f"{p50[k]:.3f}" for k in keys[:-1])
+            + f" | {p50['auto']:.3f} ({row['shipped']}) | {p50['auto'] / p50['hand_int8']:.2f} | "
+            f"{p50['auto'] / p50['ort_int8']:.2f}{' (slower beyond noise)' if slower else ''} | "
+            + " / ".join(f"{(mem[k] or 0) / 1e6:.1f}" for k in ("ort_int8", "ov_int8", "auto")) + " |")
 
 
 if __name__ == "__main__":

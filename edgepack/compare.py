@@ -325,6 +325,27 @@ def compare(a: Side, b: Side, rounds: int = DEFAULT_ROUNDS, runs: int = DEFAULT_
 MIN_ROUNDS_TO_JUDGE = 4
 
 
+def slower_when_interleaved(report: Report, threads: int, runs: int, warmup: int, stage: StageFn,
+                            rounds: int = MIN_ROUNDS_TO_JUDGE) -> Callable[[str, str], Optional[str]]:
+    """For `--runtime auto`: a check that measures two of the report's artifacts interleaved (fastest, other, ...)
+    and returns why `other` is slower when the rank test on the rounds' p50s says so, else None. Timings taken in
+    separate processes at different moments cannot tell a few percent apart on a shared machine; rounds can."""
+    def side(name: str, label: str) -> Side:
+        artifact = next(a for a in report.artifacts if a.name == name)
+        return Side(label, name, Path(artifact.path), artifact.runtime, name, report.model.inputs,
+                    dict(artifact.session_options), "the build's report")
+
+    def check(fastest: str, other: str) -> Optional[str]:
+        c = compare(side(fastest, "A"), side(other, "B"), rounds, runs, warmup, threads, stage=stage)
+        if c.verdict != "B is slower":
+            return None
+        return (f"{other} is slower than {fastest} measured interleaved ({c.rounds} rounds of {c.runs_per_round} "
+                f"runs: p50 ratio {c.ratio:.2f}, {c.confidence:.0%} interval {c.ratio_low:.2f}–{c.ratio_high:.2f}, "
+                f"one-sided rank test p = {c.p_slower:.3f})")
+
+    return check
+
+
 def latency_threshold(text: str) -> Any:
     """--max-regression for compare: a percentage (or latency=N%), latency being the only metric compare judges."""
     from edgepack.regression import parse_max_regression

@@ -122,10 +122,15 @@ def execute(plan: BuildPlan, progress: Optional[Progress] = None,
         from edgepack.remeasure import remeasure_close_calls  # latency too close to call, or a near fail: time again
 
         report = remeasure_close_calls(report, measurer, [t.numpy() for t in bundle.example_inputs], progress.stage)
+        report = replace(report, timings=progress.timings())  # the re-measuring stages too
         if plan.choose_fastest:
+            from edgepack.compare import slower_when_interleaved
             from edgepack.selection import choose_fastest
 
-            report = choose_fastest(report)
+            m = plan.measure
+            report = choose_fastest(report, slower_when_interleaved(report, m.threads, m.runs, m.warmup,
+                                                                    progress.stage) if m.on_host else None)
+            report = replace(report, timings=progress.timings())  # the interleaved comparison's stages too
         if more_verdicts is not None:  # e.g. the regression gate against a baseline report, judged before writing
             report = replace(report, verdicts=report.verdicts + tuple(more_verdicts(report)))
         with progress.stage("writing report"):

@@ -8,14 +8,17 @@ the two artifacts' p50-to-p90 spreads, the two are tied and the smaller peak mem
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Optional
+from typing import Callable, Optional
 
 from edgepack.gates import format_value, judge
 from edgepack.records import Measurement, Report
 
 
-def choose_fastest(report: Report) -> Report:
-    """The report with only the chosen artifact shipping, its verdicts re-judged, and the reasons in `selection`."""
+def choose_fastest(report: Report, slower: Optional[Callable[[str, str], Optional[str]]] = None) -> Report:
+    """The report with only the chosen artifact shipping, its verdicts re-judged, and the reasons in `selection`.
+
+    `slower(fastest, other)`: a closer look at a tie (an interleaved measurement); it returns why `other` is slower,
+    or None. A candidate it finds slower is not tied with the fastest, however wide the spreads were."""
     candidates = list(report.shipping)
     if len(candidates) <= 1:
         return report
@@ -29,8 +32,19 @@ def choose_fastest(report: Report) -> Report:
     pool.sort(key=lambda a: measured[a].p50_ms)
     fastest = measured[pool[0]]
     tied = [a for a in pool if _within_noise(fastest, measured[a])]
-    winner = min(tied, key=lambda a: (_memory(measured[a]), sizes.get(a, 0), measured[a].p50_ms))
     lines = [_row(a, measured.get(a), sizes.get(a), a in passing) for a in candidates]
+    # a tie is settled by memory, then size: the candidates that would win it on those are checked first
+    for other in sorted(tied[1:], key=lambda a: (_memory(measured[a]), sizes.get(a, 0))):
+        lighter = (_memory(measured[other]), sizes.get(other, 0)) < (_memory(fastest), sizes.get(pool[0], 0))
+        if slower is None or not lighter:
+            continue
+        why = slower(pool[0], other)
+        if why is None:
+            lines.append(f"{other} is not slower than {pool[0]} measured interleaved: the tie stands")
+            break
+        tied.remove(other)
+        lines.append(f"not a tie: {why}")
+    winner = min(tied, key=lambda a: (_memory(measured[a]), sizes.get(a, 0), measured[a].p50_ms))
     why = "the fastest" if winner == pool[0] else (
         f"tied within noise with {pool[0]} (p50 {format_value(fastest.p50_ms, 'ms')}) and smaller in "
         f"{'peak memory' if _memory(measured[winner]) < _memory(fastest) else 'file size'}")

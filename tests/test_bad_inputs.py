@@ -281,7 +281,7 @@ CASES = [
          _torch_file("sd.pt2", _tiny_state_dict())),
     # input shapes
     Case("runtime-auto-with-others", ("--model", "zoo:digits-cnn", "--runtime", "auto,onnxruntime"),
-         "cannot use runtime 'auto'; it lists: onnxruntime, executorch, litert (or 'all', or 'auto' alone)"),
+         "cannot use runtime 'auto'; it lists: onnxruntime, executorch, litert, openvino (or 'all', or 'auto' alone)"),
     Case("input-shape-dtype-unknown", ("--model", "zoo:digits-cnn", "--input-shape", "1x1x8x8:float64"),
          "dtype 'float64' is not one of float32, int64, int32, bool"),
     Case("input-shape-zero", ("--model", "zoo:digits-cnn", "--input-shape", "0x3"), "--input-shape '0x3'"),

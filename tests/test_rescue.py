@@ -329,3 +329,27 @@ def test_no_rescue_within_the_bound_fails_as_before_and_says_what_the_best_reach
                                         "kept")
     assert "onnxruntime-int8-mixed" not in {a["name"] for a in report["artifacts"]}
     assert not list((tmp_path / "out").glob("*mixed*"))
+
+
+@pytest.mark.slow
+def test_auto_meets_an_accuracy_budget_plain_int8_misses_and_a_second_run_is_cached(fragile: list[str],
+                                                                                     tmp_path: Path) -> None:
+    """The issue's end-to-end case: digits, an accuracy budget plain int8 misses; --auto finds what meets every
+    budget (here the plain build, rescued), says why, and a second identical run comes from the cache."""
+    import json
+
+    args = _args(fragile, tmp_path, "--max-accuracy-drop", "1pp", "--budget", "1MB", "--auto", "--cache-dir",
+                 str(tmp_path / "cache"))
+    code, output, report = build(args, tmp_path / "first")
+    assert code == 0, output
+    assert report["shipping"] == ["onnxruntime-int8-mixed"]
+    assert [r["float_layers"] for r in report["rescues"]] == [[FRAGILE]]
+    first = json.loads((tmp_path / "first" / "search.json").read_text())
+    assert first["met"] and first["steps"] == ["the plain build meets every budget: nothing to compress"]
+    assert "candidate 0 (no compression)" in output and "meets every budget" in output
+    code, output, report = build(args, tmp_path / "second")
+    assert code == 0, output
+    second = json.loads((tmp_path / "second" / "search.json").read_text())
+    assert all(c["cached"] for c in second["evaluated"]) and "served from the cache" in output
+    assert second["seconds"] < first["seconds"] / 3, (second["seconds"], first["seconds"])
+    assert report["shipping"] == ["onnxruntime-int8-mixed"]
