@@ -88,6 +88,25 @@ def weighted_layers_under(module: Any, name: str) -> list[tuple[str, np.ndarray]
     return found
 
 
+def weight_sqnr(module: Any, layers: Sequence[str]) -> dict[str, float]:
+    """SQNR (dB) of each layer's weight after a per-output-channel symmetric int8 round trip, computed in eager
+    PyTorch: the pre-rank for runtimes that cannot show layer outputs. It sees outlier weights (one large weight
+    crushes its channel's other values onto a few levels), not outlier activations."""
+    import numpy as np
+
+    out = {}
+    for name in layers:
+        signal = noise = 0.0
+        for _, weight in weighted_layers_under(module, name):
+            w = weight.reshape(weight.shape[0], -1).astype(np.float64)
+            scale = np.abs(w).max(axis=1, keepdims=True) / 127.0
+            scale[scale == 0] = 1.0
+            noise += float(np.square(w - np.clip(np.round(w / scale), -127, 127) * scale).sum())
+            signal += float(np.square(w).sum())
+        out[name] = float(10 * np.log10(signal / noise)) if noise > 0 else float("inf")
+    return out
+
+
 def max_float_layers(layers: int) -> int:
     """The bound on layers a rescue keeps in float: half the quantizable layers (none of a one-layer model)."""
     return int(layers * MAX_FLOAT_SHARE)

@@ -90,11 +90,18 @@ def run_stage(runtime: "Runtime", plan: BuildPlan, bundle: "ModelBundle", data: 
 
     def pre_rank(layers: list[str]) -> Optional[dict[str, float]]:
         """Each layer's output SQNR in plain int8, where the runtime can show layer outputs (against its fp32
-        artifact, the int8 one's parent)."""
-        if parent is None or data.calibration is None:
-            return None
-        with captured():
-            return runtime.layer_sqnr(bundle, plain_artifact, parent, data.calibration.take(SQNR_SAMPLES), layers)
+        artifact, the int8 one's parent); elsewhere each weight's own int8 round-trip SQNR, so a large model never
+        has every layer exported again (an ExecuTorch export of a mid-size model takes the better part of a
+        minute)."""
+        sqnr = None
+        if parent is not None and data.calibration is not None:
+            with captured():
+                sqnr = runtime.layer_sqnr(bundle, plain_artifact, parent, data.calibration.take(SQNR_SAMPLES), layers)
+        if sqnr is None:
+            progress.say(f"sensitivity: {runtime.name} cannot show layer outputs; pre-ranked by each weight's own "
+                         f"int8 round-trip SQNR instead")
+            sqnr = rescue.weight_sqnr(bundle.module, layers)
+        return sqnr
 
     try:
         with progress.stage(f"{plain_artifact.name}: per-layer sensitivity" + (" and rescue" if wanted else "")):

@@ -353,3 +353,18 @@ def test_auto_meets_an_accuracy_budget_plain_int8_misses_and_a_second_run_is_cac
     assert all(c["cached"] for c in second["evaluated"]) and "served from the cache" in output
     assert second["seconds"] < first["seconds"] / 3, (second["seconds"], first["seconds"])
     assert report["shipping"] == ["onnxruntime-int8-mixed"]
+
+
+def test_runtimes_without_layer_outputs_pre_rank_by_weight_sqnr_and_it_finds_the_outlier() -> None:
+    """ExecuTorch cannot show a layer's output, so large models are pre-ranked by each weight's own int8 round-trip
+    SQNR: the outlier weight of the fragile layer crushes its channels, the other layers' weights survive."""
+    from edgepack.rescue import quantizable_layers, weight_sqnr
+
+    namespace: dict = {}
+    exec(MODELS, namespace)  # the fragile model's class, as the factory file defines it
+    module = namespace["Net"](dead=1)
+    module.load_state_dict(_fragile_state(FACTOR))
+    layers = [name for name, _ in quantizable_layers(module)]
+    sqnr = weight_sqnr(module, layers)
+    assert min(sqnr, key=lambda name: sqnr[name]) == FRAGILE
+    assert sqnr[FRAGILE] + 10 < min(v for name, v in sqnr.items() if name != FRAGILE), sqnr  # dB
