@@ -85,9 +85,10 @@ def inspect_model(model: "LoadedModel") -> Inspection:
     bundle = model.bundle
     module = bundle.module
     inputs = bundle.example_inputs
-    total_macs, total_params, layer_macs, _ = tp.utils.count_ops_and_params(
-        module, inputs[0] if len(inputs) == 1 else inputs, layer_wise=True)
-    total_params = sum(p.numel() for p in module.parameters())
+    # per layer; the totals were counted the same way when the model was loaded (provenance)
+    _, _, layer_macs, _ = tp.utils.count_ops_and_params(module, inputs[0] if len(inputs) == 1 else inputs,
+                                                        layer_wise=True)
+    total_params, total_macs = bundle.provenance.params, bundle.provenance.macs
     named = bundle.own_names()
     leaves = [(name, m) for name, m in named
               if name and not list(m.children()) and any(True for _ in m.parameters(recurse=False))]

@@ -121,21 +121,27 @@ def measure_artifact(artifact_name: str, path: Path, inputs: Sequence["np.ndarra
         chosen = [f"--setting={k}={v}" for k, v in (settings or {}).items()]
         result = _run_child(base + ["--artifact", str(path), "--runs", str(spec.runs), "--warmup", str(spec.warmup),
                                     *chosen], spec.threads, timeout_s)
-    samples = sorted(result["samples_ms"])
+    samples = result["samples_ms"]
     peak, base_peak = int(result["peak_rss_bytes"]), baseline_rss
     where = spec.where_label or f"host {platform.machine()} ({host_cpu()})"
     return Measurement(
         artifact=artifact_name, runtime=spec.runtime, where=where, cpu=host_cpu(), threads=spec.threads,
-        warmup=spec.warmup, runs=len(samples),
-        p50_ms=percentile(samples, 50), p90_ms=percentile(samples, 90), p99_ms=percentile(samples, 99),
-        mean_ms=sum(samples) / len(samples), std_ms=std(samples), min_ms=samples[0], max_ms=samples[-1],
-        init_ms=result["init_ms"], first_run_ms=result["first_run_ms"],
+        warmup=spec.warmup, **latency_summary(samples), init_ms=result["init_ms"],
+        first_run_ms=result["first_run_ms"],
         peak_rss_bytes=peak, baseline_rss_bytes=base_peak, peak_over_baseline_bytes=max(0, peak - base_peak),
         versions=get_runtime(spec.runtime).versions(),
         samples_ms=tuple(float(x) for x in result["samples_ms"]) if keep_samples else (),
         notes=("latency: wall time of one call from Python, inputs already in memory; "
                "memory: child peak RSS minus a baseline child with the same imports and inputs",),
     )
+
+
+def latency_summary(samples: Sequence[float]) -> dict[str, Any]:
+    """The Measurement fields that summarise latency runs (runs, p50/p90/p99, mean, std, min, max), in ms."""
+    ordered = sorted(samples)
+    return {"runs": len(ordered), "p50_ms": percentile(ordered, 50), "p90_ms": percentile(ordered, 90),
+            "p99_ms": percentile(ordered, 99), "mean_ms": sum(ordered) / len(ordered), "std_ms": std(ordered),
+            "min_ms": ordered[0], "max_ms": ordered[-1]}
 
 
 def pool_measurements(rounds: Sequence[Measurement], note: str) -> Measurement:
@@ -145,7 +151,6 @@ def pool_measurements(rounds: Sequence[Measurement], note: str) -> Measurement:
     samples = [s for m in rounds for s in m.samples_ms]
     if not samples or any(not m.samples_ms for m in rounds):
         raise ValueError("pooling needs every process's per-run samples")
-    ordered = sorted(samples)
     first = rounds[0]
 
     def median_of(values: Sequence[Optional[float]]) -> Optional[float]:
@@ -156,9 +161,7 @@ def pool_measurements(rounds: Sequence[Measurement], note: str) -> Measurement:
     over = median_of([m.peak_over_baseline_bytes for m in rounds])
     return Measurement(
         artifact=first.artifact, runtime=first.runtime, where=first.where, cpu=first.cpu, threads=first.threads,
-        warmup=first.warmup, runs=len(samples), p50_ms=percentile(ordered, 50), p90_ms=percentile(ordered, 90),
-        p99_ms=percentile(ordered, 99), mean_ms=sum(samples) / len(samples), std_ms=std(samples),
-        min_ms=ordered[0], max_ms=ordered[-1], init_ms=median_of([m.init_ms for m in rounds]),
+        warmup=first.warmup, **latency_summary(samples), init_ms=median_of([m.init_ms for m in rounds]),
         first_run_ms=median_of([m.first_run_ms for m in rounds]),
         peak_rss_bytes=None if peak is None else int(peak), baseline_rss_bytes=first.baseline_rss_bytes,
         peak_over_baseline_bytes=None if over is None else int(over), versions=first.versions,

@@ -86,9 +86,9 @@ class _Candidate:
 
     @property
     def recipe(self) -> tuple[str, ...]:
-        from edgepack.strategy import _non_default
+        from edgepack.compress import recipe_fields
 
-        return tuple(f"{p.kind} " + ",".join(f"{k}={v}" for k, v in _non_default(p).items()) for p in self.passes)
+        return tuple(f"{p.kind} " + ",".join(f"{k}={v}" for k, v in recipe_fields(p).items()) for p in self.passes)
 
     @property
     def label(self) -> str:
@@ -194,12 +194,18 @@ class Search:
         })
 
     def model_digest(self, build_plan: Any) -> str:
+        """The model's content hash; `run` sets it from the model it loaded, so only a caller of `build` alone
+        (the benchmark's grid) loads the model for it."""
         if self._digest is None:
-            from edgepack.cache import model_digest
             from edgepack.loading import load_bundle
 
-            bundle = load_bundle(build_plan.model).bundle
-            self._digest = model_digest(bundle.module, bundle.example_inputs)
+            return self._set_digest(load_bundle(build_plan.model).bundle)
+        return self._digest
+
+    def _set_digest(self, bundle: Any) -> str:
+        from edgepack.cache import model_digest
+
+        self._digest = model_digest(bundle.module, bundle.example_inputs)
         return self._digest
 
     # ---- the walk -----------------------------------------------------------------------------------------------
@@ -218,6 +224,8 @@ class Search:
                              "--max-accuracy-drop (or budgets: in the target file)")
         with self.progress.stage("loading model" + (" and choosing the search space" if auto else "")):
             model = load_bundle(base.model)
+            if self.cache is not None:
+                self._set_digest(model.bundle)
             out = base.out_dir(model.bundle.name)
             check_writable(out, "--out")
             family = ""
@@ -435,16 +443,13 @@ def _write_outputs(out: Path, search: SearchResult, chosen: _Candidate) -> None:
     """search.json (every candidate, the walk, the Pareto front) and recipe.yaml (what was chosen)."""
     import json
 
-    import yaml
-
+    from edgepack.compress import recipe_yaml
     from edgepack.fileio import atomic_write_text
-    from edgepack.strategy import _non_default
 
     atomic_write_text(out / "search.json", json.dumps(search.to_dict(), indent=2) + "\n")
-    steps = [{p.kind: _non_default(p)} for p in chosen.passes]
-    header = (f"# chosen by edgepack build --auto ({search.family}, {len(search.evaluated)} of {search.candidates} "
-              f"candidates built, {'meets every budget' if search.met else 'closest: misses a budget'})\n")
-    atomic_write_text(out / "recipe.yaml", header + (yaml.safe_dump(steps, sort_keys=False) if steps else "[]\n"))
+    header = (f"chosen by edgepack build --auto ({search.family}, {len(search.evaluated)} of {search.candidates} "
+              f"candidates built, {'meets every budget' if search.met else 'closest: misses a budget'})")
+    atomic_write_text(out / "recipe.yaml", recipe_yaml(chosen.passes, [header]))
 
 
 def summary_lines(search: SearchResult, auto: bool) -> list[str]:

@@ -53,7 +53,9 @@ class Strategy:
 
     def recipe(self) -> list[dict[str, Any]]:
         """The passes as recipe steps, `[{kind: {field: value}}]`, which `parse_recipe` reads back."""
-        return [{p.kind: _non_default(p)} for p in self.passes]
+        from edgepack.compress import recipe_steps
+
+        return recipe_steps(self.passes)
 
 
 def propose(model: "LoadedModel", inspection: "Inspection", baseline: "Report", runtimes: Sequence[str],
@@ -210,22 +212,3 @@ def _precision(family: str, runtimes: Sequence[str]) -> Decision:
 def _no_sparsity(runtimes: Sequence[str]) -> Decision:
     return Decision("sparsity", "not used", f"none of the runtimes ({', '.join(runtimes)}) stores or runs sparse "
                     f"weights faster: unstructured pruning would only zero weights")
-
-
-def _non_default(config: "PassConfig") -> dict[str, Any]:
-    """The fields a recipe must state: those without a default or set to something else (as to_dict writes them)."""
-    import dataclasses
-
-    values = config.to_dict()
-    out = {}
-    for f in dataclasses.fields(config):
-        if f.default is not dataclasses.MISSING:
-            default: Any = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            out[f.name] = values[f.name]
-            continue
-        if values[f.name] != (list(default) if isinstance(default, tuple) else default):
-            out[f.name] = values[f.name]
-    return out

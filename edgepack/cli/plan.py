@@ -95,10 +95,9 @@ def command(model_spec: str, factory: Optional[str], trust_checkpoint: bool, inp
 
 
 def _recipe_yaml(strategy: Any, inspection: Any, target: str) -> str:
-    import yaml
+    from edgepack.compress import recipe_yaml
 
-    lines = [f"# edgepack plan for {inspection.model} on {target} ({strategy.family})"]
-    lines += [f"# {d.topic}: {d.choice} — {d.reason}" for d in strategy.decisions]
-    lines.append("# a proposal: `edgepack build --recipe THIS_FILE` with the same budgets shows whether it holds")
-    body = yaml.safe_dump(strategy.recipe(), sort_keys=False) if strategy.passes else "[]\n"
-    return "\n".join(lines) + "\n" + body
+    return recipe_yaml(strategy.passes, [
+        f"edgepack plan for {inspection.model} on {target} ({strategy.family})",
+        *(f"{d.topic}: {d.choice} — {d.reason}" for d in strategy.decisions),
+        "a proposal: `edgepack build --recipe THIS_FILE` with the same budgets shows whether it holds"])

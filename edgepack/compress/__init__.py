@@ -14,7 +14,8 @@ from edgepack.compress.finetune import FinetuneConfig
 from edgepack.compress.layerdrop import DropLayersConfig
 from edgepack.compress.lowrank import LowRankConfig
 from edgepack.compress.ndlinear import NdLinearConfig
-from edgepack.compress.parse import known_kinds, options_help, parse_options, parse_pass, parse_recipe
+from edgepack.compress.parse import (known_kinds, options_help, parse_options, parse_pass, parse_recipe,
+                                     recipe_fields, recipe_steps, recipe_yaml)
 from edgepack.compress.prune import PruneConfig
 from edgepack.compress.registry import registered_passes
 from edgepack.compress.sparse import SparseConfig
@@ -22,5 +23,6 @@ from edgepack.compress.sparse import SparseConfig
 __all__ = [
     "DistillConfig", "DropLayersConfig", "FinetuneConfig", "LowRankConfig", "NdLinearConfig", "PassConfig",
     "PassContext", "PassResult", "PruneConfig", "SparseConfig", "apply_passes", "known_kinds", "options_help",
-    "parse_options", "parse_pass", "parse_recipe", "parse_student", "register", "registered_passes",
+    "parse_options", "parse_pass", "parse_recipe", "parse_student", "recipe_fields", "recipe_steps", "recipe_yaml",
+    "register", "registered_passes",
 ]

@@ -239,3 +239,35 @@ def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
             return value
         raise UsageError(f"{where}: {key}={value!r} must be text")
     return value
+
+
+def recipe_fields(config: PassConfig) -> dict[str, Any]:
+    """The fields a recipe must state for `config`: those without a default or set to something else, as `to_dict`
+    writes them (tuples as lists), so `parse_recipe` reads the step back to an equal config."""
+    values = config.to_dict()
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.default is not dataclasses.MISSING:
+            default: Any = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            out[f.name] = values[f.name]
+            continue
+        if values[f.name] != (list(default) if isinstance(default, tuple) else default):
+            out[f.name] = values[f.name]
+    return out
+
+
+def recipe_steps(passes: Iterable[PassConfig]) -> list[dict[str, Any]]:
+    """Passes as recipe steps, `[{kind: {field: value}}]`."""
+    return [{p.kind: recipe_fields(p)} for p in passes]
+
+
+def recipe_yaml(passes: Iterable[PassConfig], comments: Iterable[str] = ()) -> str:
+    """A recipe file: `comments` as `#` lines on top, then the steps (`[]` for none)."""
+    import yaml
+
+    steps = recipe_steps(passes)
+    head = "".join(f"# {line}\n" for line in comments)
+    return head + (yaml.safe_dump(steps, sort_keys=False) if steps else "[]\n")

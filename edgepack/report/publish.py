@@ -11,33 +11,45 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from edgepack.data.dataset import ArrayDataset
-from edgepack.records import Report
+from edgepack.records import Artifact, Report
 
 WarnFn = Callable[[str], None]
 
 
 def publish(report: Report, out: Path, calibration: Optional[ArrayDataset], threads: int, bundle: bool,
             warn: WarnFn) -> Report:
-    from edgepack.report import html, render
     from edgepack.report.manifest import write_manifest
 
-    out.mkdir(parents=True, exist_ok=True)
-    _remove_previous_artifacts(out, {f.name for a in report.artifacts for f in a.files()}, warn)
-    moved = []
-    for artifact in report.artifacts:
-        for file in artifact.files():  # companions first, the main file last
-            os.replace(file, out / file.name)
-        moved.append(replace(artifact, path=str(out / Path(artifact.path).name)))
-    report = replace(report, artifacts=tuple(moved))
+    report = replace(report, artifacts=_move_artifacts(report, None, out, warn))
     write_manifest(report, out / "manifest.json", calibration)
     if bundle:
         from edgepack.report.mobile_bundle import write_bundle
 
         write_bundle(report, out, calibration, threads)
+    _write_reports(report, out)
+    return report
+
+
+def _move_artifacts(report: Report, source: Optional[Path], out: Path, warn: WarnFn) -> tuple[Artifact, ...]:
+    """Every artifact's files moved into `out` (from `source` when given, else from where the report says), the
+    companions first and the main file last; what an earlier build there listed and this one does not is removed."""
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_previous_artifacts(out, {f.name for a in report.artifacts for f in a.files()}, warn)
+    moved = []
+    for artifact in report.artifacts:
+        for file in artifact.files():
+            os.replace(file if source is None else source / file.name, out / file.name)
+        moved.append(replace(artifact, path=str(out / Path(artifact.path).name)))
+    return tuple(moved)
+
+
+def _write_reports(report: Report, out: Path) -> None:
+    """report.md, report.html, then report.json: its presence means the build completed."""
+    from edgepack.report import html, render
+
     render.write_markdown(report, out / "report.md")
     html.write_html(report, out / "report.html")
     render.write_json(report, out / "report.json")
-    return report
 
 
 def _remove_previous_artifacts(out: Path, keep: set[str], warn: WarnFn) -> None:
@@ -65,24 +77,14 @@ def adopt_build(build_dir: Path, out: Path, warn: WarnFn) -> Report:
     written again with the new paths, report.json last."""
     import shutil
 
-    from edgepack.report import html, render
     from edgepack.report.reading import read_report
 
     report = read_report(build_dir / "report.json")
-    out.mkdir(parents=True, exist_ok=True)
-    _remove_previous_artifacts(out, {f.name for a in report.artifacts for f in a.files()}, warn)
-    moved = []
-    for artifact in report.artifacts:
-        for file in artifact.files():
-            os.replace(build_dir / file.name, out / file.name)
-        moved.append(replace(artifact, path=str(out / Path(artifact.path).name)))
+    report = replace(report, artifacts=_move_artifacts(report, build_dir, out, warn), out_dir=str(out))
     for name in ("manifest.json", "bundle.zip", "bundle"):
         if (build_dir / name).exists():
             if (out / name).is_dir():
                 shutil.rmtree(out / name)
             os.replace(build_dir / name, out / name)
-    report = replace(report, artifacts=tuple(moved), out_dir=str(out))
-    render.write_markdown(report, out / "report.md")
-    html.write_html(report, out / "report.html")
-    render.write_json(report, out / "report.json")
+    _write_reports(report, out)
     return report
