@@ -155,10 +155,12 @@ def _report_inputs(report: Report, name: str, path: Path, label: str) -> tuple[M
 
 
 def runtime_of_file(path: Path, label: str) -> str:
-    """The one registered runtime whose file format is the file's suffix."""
+    """The one registered runtime of this host whose file format is the file's suffix (a bare .onnx file is timed by
+    ONNX Runtime on the CPU; a GPU build's artifacts are compared through their build directory, whose report names
+    the runtime)."""
     from edgepack.runtimes import REGISTRY, runtime_class
 
-    formats = {name: runtime_class(name).file_format for name in REGISTRY}
+    formats = {name: runtime_class(name).file_format for name in REGISTRY if runtime_class(name).measured_on == "host"}
     suffix = path.suffix.lower().lstrip(".")
     matches = [name for name, fmt in formats.items() if fmt == suffix]
     if len(matches) != 1:

@@ -35,17 +35,18 @@ TARGET_KEYS: dict[str, str] = {
     "precision": "the precision of the shipped artifact",
     "threads": "intra-op threads when measuring",
     "measure": "how latency is measured",
-    "device": "where to measure: host, adb (the one attached phone) or adb:SERIAL",
+    "device": "where to measure: host, adb (the one attached phone), adb:SERIAL, gpu (NVIDIA GPU 0), gpu:N, or "
+              "none (build and check numerics only)",
     "runner": "runtime -> path of the arm64 runner binary you built, for measuring on a phone",
     "budgets": "default budgets: size, latency, memory, accuracy_drop (the command line overrides each)",
     "bundle": "write the mobile-ready bundle/ and bundle.zip",
     "parity_floor": "the least agreement with eager PyTorch an artifact needs to ship, per task",
 }
 REQUIRED_TARGET_KEYS = ("name", "runtimes")
-TARGET_PRECISIONS = ("int8", "fp32")
+TARGET_PRECISIONS = ("int8", "fp16", "fp32")
 DEFAULT_THREADS = 1
 TARGET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
-DEVICE_PATTERN = r"^(host|adb|adb:\S+)$"
+DEVICE_PATTERN = r"^(host|adb|adb:\S+|gpu|gpu:\d+|none)$"
 
 SectionT = TypeVar("SectionT")
 
@@ -90,7 +91,7 @@ class Target:
     runs: int
     warmup: int
     latency_stat: str
-    device: str  # "host" or "adb[:SERIAL]"
+    device: str  # "host", "adb[:SERIAL]", "gpu[:N]" or "none"
     runner: dict[str, str]
     budgets: dict[str, str]  # metric -> limit as written, checked on load; target_budgets() parses them
     bundle: bool = False  # write the mobile-ready bundle/ and bundle.zip
@@ -298,7 +299,8 @@ def _default_runtimes(where: str, value: Any, names: list[str]) -> tuple[str, ..
 
 def _device(where: str, value: Any) -> str:
     if not isinstance(value, str) or not re.fullmatch(DEVICE_PATTERN, value):
-        raise UsageError(f"{where}: device {_shown(value)} must be host, adb (the one attached phone) or adb:SERIAL")
+        raise UsageError(f"{where}: device {_shown(value)} must be host, adb (the one attached phone), adb:SERIAL, "
+                         f"gpu, gpu:N or none")
     return value
 
 

@@ -31,10 +31,12 @@ def export(runtime: Runtime, bundle: "ModelBundle", step: "ExportStep", out_dir:
         return runtime.export(bundle, request)
 
 
-def open_session(runtime: Runtime, artifact: Artifact, threads: int) -> Session:
-    """Load an artifact quietly; its session also runs quietly (runtimes log delegate creation and the like)."""
+def open_session(runtime: Runtime, artifact: Artifact, threads: int, device: str = "host") -> Session:
+    """Load an artifact quietly, placed on the build's `device` (a GPU's provider and id, or the CPU for
+    --device none); its session also runs quietly (runtimes log delegate creation and the like)."""
+    settings = {**artifact.session_options, **runtime.session_placement(device)}
     with captured():
-        session = runtime.load(Path(artifact.path), threads, artifact.session_options)
+        session = runtime.load(Path(artifact.path), threads, settings)
 
     def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         with captured():

@@ -113,6 +113,8 @@ def observe(budget: Budget, artifact: Artifact, measurements: Sequence[Measureme
             return None, "not measured in this run"
         if budget.metric == "latency":
             return m.latency_ms(budget.stat or "p90"), ""
+        if m.device_memory_bytes is not None:  # on a GPU, the memory that runs out is the GPU's
+            return float(m.device_memory_bytes), ""
         if m.peak_over_baseline_bytes is None:
             return None, "the runner reports no peak memory"
         return float(m.peak_over_baseline_bytes), ""

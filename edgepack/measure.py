@@ -76,11 +76,13 @@ class Measurer:
         self.plan = plan
         self.label = "host" if plan.on_host else plan.device
         self.where = where_label(target_arch) if plan.on_host else ""
+        # session settings that place each artifact where it is measured (a GPU's provider and device id)
+        self._placement: dict[str, dict[str, str]] = {}
         self._device: Any = None
         # runtime -> peak RSS of its baseline child: the same imports and inputs for every artifact of this build, so
         # measured once per runtime (an ExecuTorch child spends ~4 s importing its runtime)
         self._baselines: dict[str, int] = {}
-        if not plan.on_host:
+        if plan.on_phone:
             from edgepack.device.adb import AdbDevice
 
             self._device = AdbDevice.resolve(plan.device)
@@ -91,14 +93,25 @@ class Measurer:
         the regression gate's rank test are computed from them."""
         p = self.plan
         runs = p.runs if runs is None else runs
+        if not p.measures:
+            raise ToolError(f"{artifact.name}: this build measures nothing (--device none)")
         if self._device is not None:
             return self._device.measure(artifact, p.runner(artifact.runtime), p.threads, p.warmup, runs)
         spec = MeasureSpec(artifact.runtime, p.threads, runs, p.warmup, self.where)
-        measurement = measure_artifact(artifact.name, Path(artifact.path), inputs, spec, artifact.session_options,
+        settings = {**artifact.session_options, **self.placement(artifact.runtime)}
+        measurement = measure_artifact(artifact.name, Path(artifact.path), inputs, spec, settings,
                                        baseline_rss=self._baselines.get(artifact.runtime), keep_samples=True)
         if measurement.baseline_rss_bytes is not None:
             self._baselines[artifact.runtime] = measurement.baseline_rss_bytes
         return measurement
+
+    def placement(self, runtime: str) -> dict[str, str]:
+        """The session settings that put `runtime`'s artifacts on the measured device ({} on this host's CPU)."""
+        if runtime not in self._placement:
+            from edgepack.runtimes import get_runtime
+
+            self._placement[runtime] = get_runtime(runtime).session_placement(self.plan.device)
+        return self._placement[runtime]
 
 
 def measure_artifact(artifact_name: str, path: Path, inputs: Sequence["np.ndarray"], spec: MeasureSpec,
@@ -123,7 +136,8 @@ def measure_artifact(artifact_name: str, path: Path, inputs: Sequence["np.ndarra
                                     *chosen], spec.threads, timeout_s)
     samples = result["samples_ms"]
     peak, base_peak = int(result["peak_rss_bytes"]), baseline_rss
-    where = spec.where_label or f"host {platform.machine()} ({host_cpu()})"
+    facts = result.get("facts") or {}
+    where = facts.get("where") or spec.where_label or f"host {platform.machine()} ({host_cpu()})"
     return Measurement(
         artifact=artifact_name, runtime=spec.runtime, where=where, cpu=host_cpu(), threads=spec.threads,
         warmup=spec.warmup, **latency_summary(samples), init_ms=result["init_ms"],
@@ -131,8 +145,11 @@ def measure_artifact(artifact_name: str, path: Path, inputs: Sequence["np.ndarra
         peak_rss_bytes=peak, baseline_rss_bytes=base_peak, peak_over_baseline_bytes=max(0, peak - base_peak),
         versions=get_runtime(spec.runtime).versions(),
         samples_ms=tuple(float(x) for x in result["samples_ms"]) if keep_samples else (),
-        notes=("latency: wall time of one call from Python, inputs already in memory; "
-               "memory: child peak RSS minus a baseline child with the same imports and inputs",),
+        notes=tuple(facts.get("notes") or ("latency: wall time of one call from Python, inputs already in memory; "
+                                           "memory: child peak RSS minus a baseline child with the same imports and "
+                                           "inputs",)),
+        accelerator=str(facts.get("accelerator") or ""),
+        device_memory_bytes=None if facts.get("device_memory_bytes") is None else int(facts["device_memory_bytes"]),
     )
 
 
@@ -239,19 +256,20 @@ def _child(argv: Optional[list[str]] = None) -> None:
     if not args.baseline:
         t0 = time.perf_counter()
         settings = dict(item.split("=", 1) for item in args.setting)
-        session = runtime.load(Path(args.artifact), args.threads, settings)
+        session = runtime.timed_session(Path(args.artifact), args.threads, settings, inputs)
         result["init_ms"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
-        session(inputs)
+        session.run()
         result["first_run_ms"] = (time.perf_counter() - t0) * 1e3
         for _ in range(args.warmup):
-            session(inputs)
+            session.run()
         samples = []
         for _ in range(args.runs):
             t0 = time.perf_counter()
-            session(inputs)
+            session.run()
             samples.append((time.perf_counter() - t0) * 1e3)
         result["samples_ms"] = samples
+        result["facts"] = session.facts()
     result["peak_rss_bytes"] = peak_rss_bytes()
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 

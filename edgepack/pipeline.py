@@ -250,7 +250,7 @@ def _build_runtime(planned: "PlannedRuntime", runtime: "Runtime", plan: BuildPla
             results.artifacts[step.artifact] = artifact
         results.stage = "parity"
         with progress.stage(f"{artifact.name}: parity against eager"):
-            session = exporting.open_session(runtime, artifact, threads)
+            session = exporting.open_session(runtime, artifact, threads, plan.measure.device)
             results.parity.append(evaluate.parity(artifact.name, session, bundle, data.parity))
             shortfall = plan.parity_floor.shortfall(results.parity[-1])
             rescuable = rescue_stage.may_rescue(step, plan) and runtime.keeps_layers_float
@@ -268,7 +268,7 @@ def _build_runtime(planned: "PlannedRuntime", runtime: "Runtime", plan: BuildPla
             rescued = rescue_stage.run_stage(runtime, plan, bundle, data, step, parent, staging, progress, results,
                                              reference, shortfall or "")
             shipped += [rescued] if rescued is not None else []
-        for built in shipped:
+        for built in shipped if plan.measure.measures else ():  # --device none: built and checked, not timed
             results.stage, results.current = "measure", built.name
             with progress.stage(f"{built.name}: measuring on {measurer.label} ({plan.measure.runs} runs, "
                                 f"{threads} thread(s))"):

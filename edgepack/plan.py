@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from edgepack.runtimes.base import RuntimeOptions
 
 PARITY_SAMPLES = 256
-PRECISIONS = ("int8", "fp32")
+PRECISIONS = ("int8", "fp16", "fp32")
+NO_DEVICE = "none"  # --device none: artifacts are built and checked for numerics, nothing is measured
 EAGER = "eager"  # the parent of artifacts exported straight from the PyTorch model
 AUTO = "auto"  # --runtime auto: build every installed runtime of the target, ship the fastest within budgets
 
@@ -70,6 +71,7 @@ class PlannedRuntime:
     supports_qat: bool
     phone_runner: Optional[str]
     options: "RuntimeOptions"
+    precisions: tuple[str, ...] = ("fp32", "int8")  # what it can export (fp16 converts its fp32 file)
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class DataPlan:
 class MeasurePlan:
     """Where and how artifacts are timed."""
 
-    device: str  # "host", "adb" or "adb:SERIAL"
+    device: str  # "host", "adb:SERIAL", "gpu:N" or "none" (nothing is measured)
     threads: int
     runs: int
     warmup: int
@@ -112,6 +114,14 @@ class MeasurePlan:
     @property
     def on_host(self) -> bool:
         return self.device == "host"
+
+    @property
+    def measures(self) -> bool:
+        return self.device != NO_DEVICE
+
+    @property
+    def on_phone(self) -> bool:
+        return self.device.startswith("adb")
 
     def runner(self, runtime: str) -> Path:
         return Path(dict(self.runners)[runtime])
@@ -161,6 +171,7 @@ def plan(request: BuildRequest, target: Optional[Target] = None) -> BuildPlan:
     names = _installed_runtimes(target, warnings) if auto else resolve_runtimes(target, request.runtimes)
     runtimes = tuple(planned_runtime(target, name) for name in names)
     _check_installed(runtimes)
+    _check_precision(precision, runtimes)
     budgets = _budgets(request, target)
     if request.robustness and not request.eval:
         raise UsageError("--robustness needs --eval DATA (labelled data to corrupt and measure accuracy on)")
@@ -222,11 +233,15 @@ def resolve_runtimes(target: Target, requested: Optional[Sequence[str]]) -> list
 
 
 def export_steps(runtime: PlannedRuntime, precision: str, qat: bool) -> list[ExportStep]:
-    """The artifacts one runtime builds, in order. fp32 is always built (the reference); int8 derives from the eager
-    model or from the fp32 file, as the runtime declares; a QAT artifact is trained from the eager model and ships
-    instead of the post-training one, which is kept for comparison."""
+    """The artifacts one runtime builds, in order. fp32 is always built (the reference); fp16, where the runtime has
+    it, is converted from the fp32 file and always built (the GPU's own precision, cheap to make, so an int8 build
+    shows it beside int8); int8 derives from the eager model or from the fp32 file, as the runtime declares; a QAT
+    artifact is trained from the eager model and ships instead of the post-training one, which is kept for
+    comparison."""
     fp32 = f"{runtime.name}-fp32"
     steps = [ExportStep(runtime.name, "fp32", False, fp32, EAGER, ships=precision == "fp32")]
+    if "fp16" in runtime.precisions:
+        steps.append(ExportStep(runtime.name, "fp16", False, f"{runtime.name}-fp16", fp32, ships=precision == "fp16"))
     if precision == "int8":
         with_qat = qat and runtime.supports_qat
         parent = fp32 if runtime.int8_from == "fp32" else EAGER
@@ -259,7 +274,14 @@ def planned_runtime(target: Target, name: str) -> PlannedRuntime:
     cls = runtime_class(name)
     return PlannedRuntime(name=name, file_format=cls.file_format, int8_from=cls.int8_from,
                           supports_qat=cls.supports_qat, phone_runner=cls.phone_runner,
-                          options=target.runtime(name).options)
+                          options=target.runtime(name).options, precisions=cls.precisions)
+
+
+def _check_precision(precision: str, runtimes: Sequence[PlannedRuntime]) -> None:
+    for rt in runtimes:
+        if precision not in rt.precisions:
+            raise UsageError(f"--precision {precision}: runtime {rt.name} builds {', '.join(rt.precisions)} "
+                             f"(fp16 is the cuda target's: --target cuda)")
 
 
 def _check_installed(runtimes: Sequence[PlannedRuntime]) -> None:
@@ -338,16 +360,24 @@ def _measure_plan(request: BuildRequest, target: Target, runtimes: Sequence[Plan
         raise UsageError(f"target {target.name}: latency_stat {target.latency_stat!r}; use one of "
                          f"{', '.join(LATENCY_STATS)}")
     device = request.device or target.device
-    if device == "host" and request.runners:
+    if not device.startswith("adb") and request.runners:
         raise UsageError("--runner is for measuring on a phone; add --device adb (or adb:SERIAL), or drop --runner")
+    if device == NO_DEVICE or device == "gpu" or device.startswith("gpu:"):
+        return _gpu_or_no_measure_plan(request, target, runtimes, device, threads, runs, warnings)
     if device == "host":
+        for rt in runtimes:
+            from edgepack.runtimes import runtime_class
+
+            reason = runtime_class(rt.name)().measuring_unavailable("host")
+            if reason:
+                raise UsageError(f"--device host: {reason}")
         cpus = os.cpu_count() or 1
         measured = min(threads, cpus)
         if threads > cpus:
             warnings.append(f"{threads} threads asked but this host has {cpus} logical CPUs; measured with {cpus}")
         return MeasurePlan("host", measured, runs, target.warmup, target.latency_stat, app_threads=threads)
     if device != "adb" and not device.startswith("adb:"):
-        raise UsageError(f"--device {device!r}: use host, adb or adb:SERIAL")
+        raise UsageError(f"--device {device!r}: use host, adb, adb:SERIAL, gpu, gpu:N or none")
     runners = _phone_runners(device, target, runtimes, dict(request.runners))
     from edgepack.device.adb import AdbDevice
 
@@ -355,6 +385,29 @@ def _measure_plan(request: BuildRequest, target: Target, runtimes: Sequence[Plan
     # artifact is measured on the phone checked here, even if another one is plugged in meanwhile
     phone = AdbDevice.resolve(device)
     return MeasurePlan(f"adb:{phone.serial}", threads, runs, target.warmup, target.latency_stat, runners)
+
+
+def _gpu_or_no_measure_plan(request: BuildRequest, target: Target, runtimes: Sequence[PlannedRuntime], device: str,
+                            threads: int, runs: int, warnings: list[str]) -> MeasurePlan:
+    """--device gpu[:N]: every runtime must measure on that GPU here, or the build stops now (exit 2) rather than
+    time the CPU and call it the GPU. --device none: nothing is measured, so no latency or memory budget can hold."""
+    from edgepack.runtimes import runtime_class
+
+    if device == NO_DEVICE:
+        timed = [b.name for b in _budgets(request, target) if b.metric in ("latency", "memory")]
+        if timed:
+            raise UsageError(f"--device none measures nothing, so the {timed[0]} budget cannot be judged; drop it, "
+                             f"or measure (--device gpu)")
+        warnings.append("--device none: not measured on a GPU (nor anywhere): the artifacts were built and their "
+                        "numerics checked on the CPU; no latency or memory figure exists for them")
+        return MeasurePlan(NO_DEVICE, threads, runs, target.warmup, target.latency_stat, app_threads=threads)
+    device = "gpu:0" if device == "gpu" else device
+    for rt in runtimes:
+        reason = runtime_class(rt.name)().measuring_unavailable(device)
+        if reason:
+            raise MissingDependency(f"cannot measure on {device}: {reason}; --device none builds the artifacts and "
+                                    f"checks their numerics on the CPU, without measuring")
+    return MeasurePlan(device, threads, runs, target.warmup, target.latency_stat, app_threads=threads)
 
 
 def _phone_runners(device: str, target: Target, runtimes: Sequence[PlannedRuntime],

@@ -483,6 +483,10 @@ class Measurement(Record):
     # how many of samples_ms each measuring child process ran, in order, when they come from more than one (a latency
     # verdict too close to call is re-measured in fresh processes); empty: all from one process
     process_runs: tuple[int, ...] = ()
+    # on a GPU: what ran it ("NVIDIA H200, driver 580.95, TensorrtExecutionProvider") and the measuring process's GPU
+    # memory after the timed runs (the memory budget judges it); empty / None on a CPU
+    accelerator: str = ""
+    device_memory_bytes: Optional[int] = None
 
     def latency_ms(self, stat: str) -> float:
         return float(getattr(self, f"{stat}_ms"))

@@ -127,7 +127,7 @@ def run_stage(runtime: "Runtime", plan: BuildPlan, bundle: "ModelBundle", data: 
     if plan.robustness and data.eval is not None:
         from edgepack import evaluate
 
-        session = exporting.open_session(runtime, moved, plan.measure.threads)
+        session = exporting.open_session(runtime, moved, plan.measure.threads, plan.measure.device)
         results.robustness.append(evaluate.artifact_robustness(moved.name, session, data.eval))
     results.ships_instead[plain_artifact.name] = moved.name
     return moved
@@ -161,7 +161,7 @@ def _judge(runtime: "Runtime", plan: BuildPlan, bundle: "ModelBundle", data: "Bu
 
     def judge(artifact: Artifact, parity: Optional[Parity], accuracy: Optional[Accuracy]) -> Judged:
         if parity is None:
-            session = exporting.open_session(runtime, artifact, plan.measure.threads)
+            session = exporting.open_session(runtime, artifact, plan.measure.threads, plan.measure.device)
             parity = evaluate.parity(artifact.name, session, bundle, data.parity)
             if data.eval is not None:
                 accuracy = evaluate.artifact_accuracy(artifact.name, session, data.eval, bundle.provenance.task)

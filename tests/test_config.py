@@ -221,7 +221,7 @@ BAD_TARGETS: list[tuple[str, str | bytes, str]] = [
     # runtimes
     ("unknown runtime", "name: b\nruntimes: {tensorrt: {}}\n",
      "runtimes: unknown runtime 'tensorrt'; known runtimes: onnxruntime, executorch, litert"),
-    ("misspelt runtime", "name: b\nruntimes: [onnxruntme]\n", "(did you mean 'onnxruntime'?)"),
+    ("misspelt runtime", "name: b\nruntimes: [onnxruntme]\n", "(did you mean 'onnxruntime'"),
     ("no runtimes", "name: b\nruntimes: []\n", "runtimes is empty; name at least one of"),
     ("runtimes text", "name: b\nruntimes: onnxruntime\n", "runtimes must map runtime names to their options"),
     ("runtime twice", "name: b\nruntimes: [litert, litert]\n", "runtimes lists a runtime twice"),
@@ -248,7 +248,8 @@ BAD_TARGETS: list[tuple[str, str | bytes, str]] = [
      "default_runtimes must be a non-empty list of this target's runtimes (onnxruntime), e.g. [onnxruntime]"),
     ("default empty", "name: b\n" + RT + "default_runtimes: []\n", "default_runtimes must be a non-empty list"),
     # precision, threads, bundle
-    ("precision", "name: b\n" + RT + "precision: fp16\n", "precision 'fp16' is not valid; choose one of: int8, fp32"),
+    ("precision", "name: b\n" + RT + "precision: bf16\n",
+     "precision 'bf16' is not valid; choose one of: int8, fp16, fp32"),
     ("threads text", "name: b\n" + RT + "threads: many\n", "threads 'many' is not a whole number; use 1 or more"),
     ("threads zero", "name: b\n" + RT + "threads: 0\n", "threads 0 is below 1; use 1 or more"),
     ("threads bool", "name: b\n" + RT + "threads: true\n", "threads true is not a whole number"),
@@ -265,8 +266,8 @@ BAD_TARGETS: list[tuple[str, str | bytes, str]] = [
     ("latency stat", "name: b\n" + RT + "measure: {latency_stat: p75}\n",
      "measure: latency_stat='p75' is not one of: p50, p90, p99, mean"),
     # device and runner
-    ("device", "name: b\n" + RT + "device: phone\n", "device 'phone' must be host, adb (the one attached phone) or "
-                                                     "adb:SERIAL"),
+    ("device", "name: b\n" + RT + "device: phone\n", "device 'phone' must be host, adb (the one attached phone), "
+                                                     "adb:SERIAL, gpu, gpu:N or none"),
     ("device no serial", "name: b\n" + RT + "device: 'adb:'\n", "device 'adb:' must be host"),
     ("device number", "name: b\n" + RT + "device: 5\n", "device 5 must be host"),
     ("runner list", "name: b\nruntimes: [executorch]\nrunner: [a]\n", "runner must map runtimes to runner binaries"),
@@ -324,7 +325,7 @@ def test_a_directory_missing_file_or_unreadable_file_is_one_line(tmp_path, monke
 
 
 def test_unknown_target_names_list_the_bundled_ones():
-    with pytest.raises(UsageError, match=r"unknown target 'x86_cpu'; known targets: android-arm64, linux-arm64, "
+    with pytest.raises(UsageError, match=r"unknown target 'x86_cpu'; known targets: android-arm64, cuda, linux-arm64, "
                                          r"x86-cpu \(or pass a path to a target .yaml file\)$"):
         load_target("x86_cpu")
 

@@ -65,7 +65,7 @@ def test_fp32_builds_ship_the_fp32_artifact():
     (dict(qat_epochs=0), "--qat 0"),
     (dict(qat_epochs=2, precision="fp32"), "--qat trains an int8 model"),
     (dict(runners=(("executorch", "x"),)), "--runner is for measuring on a phone"),
-    (dict(device="usb"), "--device 'usb': use host, adb or adb:SERIAL"),
+    (dict(device="usb"), "--device 'usb': use host, adb, adb:SERIAL, gpu, gpu:N or none"),
     (dict(device="adb"), "has no phone runner"),
     (dict(target="android-arm64", device="adb"), "needs its arm64 executor_runner binary"),
     (dict(target="android-arm64", device="adb", runners=(("onnxruntime", "x"),)), "does not use runtime"),

@@ -199,7 +199,8 @@ def test_each_runtime_section_comes_from_its_options_type(name):
     defaults = options_type()
     for f in dataclasses.fields(options_type):
         prop = section["properties"][f.name]
-        assert prop["default"] == getattr(defaults, f.name), f.name
+        default = getattr(defaults, f.name)
+        assert prop["default"] == (list(default) if isinstance(default, tuple) else default), f.name
         choices = field_choices(options_type, f)
         assert prop.get("enum") == (list(choices) if choices is not None else None), f.name
 
@@ -267,7 +268,7 @@ REFUSED_TARGETS = {
     "threads text": {"threads": "many"},
     "threads zero": {"threads": 0},
     "threads bool": {"threads": True},
-    "precision": {"precision": "fp16"},
+    "precision": {"precision": "bf16"},
     "device": {"device": "phone"},
     "device no serial": {"device": "adb:"},
     "unknown runtime": {"runtimes": {"tensorrt": {}}},

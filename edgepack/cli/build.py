@@ -23,8 +23,9 @@ from edgepack.runtimes import REGISTRY
               help=f"Runtime(s) to build for: {', '.join(REGISTRY)}, or all (repeatable or comma-separated); auto "
                    "builds every installed runtime of the target and ships the fastest within budgets. Default: the "
                    "target's.")
-@click.option("--precision", type=click.Choice(["int8", "fp32"]), help="Shipped precision (default: the target's, "
-              "int8). The fp32 artifact is always kept for comparison.")
+@click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]), help="Shipped precision (default: the "
+              "target's, int8). The fp32 artifact is always kept for comparison; fp16 is the cuda target's (built "
+              "there at every precision).")
 @budget_options
 @click.option("--latency-stat", type=LATENCY_STAT_CHOICE, help="Statistic --max-latency checks (default: the "
               "target's, p90).")
@@ -52,8 +53,9 @@ from edgepack.runtimes import REGISTRY
 @click.option("--eval", "eval_data", metavar="DATA", help="Labelled data to measure accuracy through every artifact's "
               "runtime: .npz (x, y), an image folder, or zoo (held-out split).")
 @compression_options
-@click.option("--device", metavar="host|adb|adb:SERIAL", help="Where to measure: this host (default), or an "
-              "Android phone over adb (needs --runner).")
+@click.option("--device", metavar="host|adb[:SERIAL]|gpu[:N]|none", help="Where to measure: this host (x86-cpu's "
+              "default), an Android phone over adb (needs --runner), an NVIDIA GPU (cuda's default), or none: build "
+              "and check numerics on the CPU without measuring.")
 @click.option("--runner", "runners", multiple=True, metavar="RUNTIME=PATH", help="arm64 runner binary for --device "
               "adb: executorch=path/to/executor_runner, litert=path/to/benchmark_model (or set in the target file).")
 @click.option("--threads", type=int, help="Intra-op threads for every runtime (default: the target's, 1 on x86-cpu).")

@@ -13,6 +13,7 @@ REGISTRY: dict[str, str] = {
     "executorch": "edgepack.runtimes.executorch:ExecuTorchRuntime",
     "litert": "edgepack.runtimes.litert:LiteRTRuntime",
     "openvino": "edgepack.runtimes.openvino:OpenVinoRuntime",
+    "onnxruntime-gpu": "edgepack.runtimes.onnxruntime_gpu:OnnxRuntimeGpu",
 }
 
 

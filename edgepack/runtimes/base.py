@@ -35,13 +35,23 @@ if TYPE_CHECKING:
 # Runtimes with quantized I/O quantize/dequantize inside, so callers always compare floats.
 Session = Callable[[Sequence["np.ndarray"]], list["np.ndarray"]]
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "fp16", "int8")
 INT8_SOURCES = ("eager", "fp32")  # the values `int8_from` may declare
 EAGER = "eager"  # the parent of an artifact exported straight from the PyTorch model
 MOSTLY_FLOAT = 0.5  # an int8 artifact with less of its weights in 8 bits than this gets a warning note
 
 OptionsT = TypeVar("OptionsT", bound="RuntimeOptions")
 ValueT = TypeVar("ValueT")
+
+
+@dataclass(frozen=True)
+class TimedSession:
+    """What the measuring child times: `run` makes one inference with its inputs already placed where the model runs
+    (host memory, or the GPU's), and returns once the results are ready; `facts` is called after the timed runs and
+    says what ran it (e.g. the execution provider, the GPU, its driver and memory), as JSON-ready values."""
+
+    run: Callable[[], object]
+    facts: Callable[[], dict[str, Any]] = dict
 
 
 @dataclass(frozen=True)
@@ -135,9 +145,21 @@ class Runtime(Protocol):
     supports_qat: ClassVar[bool]  # has a quantization-aware training path (--qat)
     phone_runner: ClassVar[str | None]  # the native runner that measures it on a phone over adb; None: host only
     keeps_layers_float: ClassVar[bool]  # int8 export can keep named modules in float (ExportRequest.keep_float)
+    precisions: ClassVar[tuple[str, ...]]  # what it can export; fp16 derives from its fp32 file
+    measured_on: ClassVar[str]  # "host" (this machine's CPU, or a phone with phone_runner) or "gpu"
 
     def missing(self) -> list[str]:
         """Why this runtime cannot run here (empty when it can)."""
+
+    def measuring_unavailable(self, device: str) -> str | None:
+        """Why this runtime cannot measure on `device` ("host", "gpu:N") here; None when it can."""
+
+    def session_placement(self, device: str) -> dict[str, str]:
+        """Session settings that put a loaded artifact where the build measures (`--device`), over its own."""
+
+    def timed_session(self, path: Path, threads: int, settings: Mapping[str, str] | None,
+                      inputs: Sequence[np.ndarray]) -> TimedSession:
+        """The artifact loaded for timing with `inputs` fed to every call (the measuring child times `run`)."""
 
     def export(self, bundle: ModelBundle, request: ExportRequest) -> Artifact:
         """Write the artifact atomically into request.out_dir and describe it."""
@@ -183,16 +205,34 @@ class RuntimeBase:
     supports_qat: ClassVar[bool] = False
     phone_runner: ClassVar[str | None] = None
     keeps_layers_float: ClassVar[bool] = False
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "int8")
+    measured_on: ClassVar[str] = "host"  # "host": this machine's CPU (or a phone, with phone_runner); "gpu"
 
     def missing(self) -> list[str]:
         return missing_modules(self.modules, self.extra)
+
+    def measuring_unavailable(self, device: str) -> str | None:
+        if device == "host":
+            return None
+        return f"{self.name} measures on this host's CPU (--device host) or on a phone, not on {device}"
+
+    def session_placement(self, device: str) -> dict[str, str]:
+        return {}
+
+    def timed_session(self, path: Path, threads: int, settings: Mapping[str, str] | None,
+                      inputs: Sequence[np.ndarray]) -> TimedSession:
+        session = self.load(path, threads, settings)  # type: ignore[attr-defined]  # every runtime defines load
+        return TimedSession(run=lambda: session(inputs))
 
     def versions(self) -> dict[str, str]:
         return package_versions(*self.distributions)
 
     @classmethod
     def derives_from(cls, precision: str, qat: bool) -> str:
-        """"eager" or "fp32": what an export of this precision is made from (QAT always trains the eager model)."""
+        """"eager" or "fp32": what an export of this precision is made from (QAT always trains the eager model; fp16
+        is converted from the fp32 file)."""
+        if precision == "fp16":
+            return "fp32"
         return cls.int8_from if precision == "int8" and not qat else EAGER
 
     def check_request(self, request: ExportRequest) -> None:
@@ -305,8 +345,9 @@ def check_export_request(runtime: Runtime | RuntimeBase, precision: str, qat: Qa
     """Refuse a precision the runtime cannot build, or a runtime whose libraries are not installed."""
     from edgepack.errors import MissingDependency
 
-    if precision not in PRECISIONS:
-        raise UsageError(f"{runtime.name} cannot export precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision not in runtime.precisions:
+        raise UsageError(f"{runtime.name} cannot export precision {precision!r}; choose one of "
+                         f"{', '.join(runtime.precisions)}")
     if qat is not None and precision != "int8":
         raise UsageError(f"quantization-aware training builds int8, not {precision}")
     if qat is not None and not runtime.supports_qat:

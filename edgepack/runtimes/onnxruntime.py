@@ -90,6 +90,10 @@ class OnnxRuntime(RuntimeBase):
     phone_runner: ClassVar[str | None] = None
     keeps_layers_float: ClassVar[bool] = True  # nodes_to_exclude in quantize_static / quantize_dynamic
 
+    def missing(self) -> list[str]:
+        conflict = distribution_conflict()
+        return ([conflict] if conflict else []) + super().missing()
+
     def import_runtime(self) -> None:
         import onnxruntime  # noqa: F401
 
@@ -107,7 +111,7 @@ class OnnxRuntime(RuntimeBase):
             with atomic_path(final) as tmp:
                 dynamic, export_path = export_onnx(bundle, tmp, notes)
                 if options.simplify:
-                    simplification = _simplify_if_equal(tmp, bundle, notes)
+                    simplification = simplify_if_equal(tmp, bundle, notes)
             scheme = "fp32"
         elif request.qat is not None:
             from edgepack.runtimes.qat import ONNX_SCHEME, qat_onnx
@@ -117,7 +121,7 @@ class OnnxRuntime(RuntimeBase):
                 qat_onnx(bundle.module, tuple(bundle.example_inputs), qat.train, tmp, epochs=qat.epochs, lr=qat.lr,
                          seed=qat.seed, calibration=request.calibration, input_names=list(bundle.input_names))
                 if options.simplify:
-                    simplification = _simplify_if_equal(tmp, bundle, notes)
+                    simplification = simplify_if_equal(tmp, bundle, notes)
             dynamic = _fixed_batch(final) is None
             export_path = "PT2E quantization-aware training, then torch.onnx"
             scheme = f"{ONNX_SCHEME}, quantization-aware training: {qat.epochs} epoch(s) on {qat.train.name}"
@@ -232,20 +236,44 @@ class OnnxRuntime(RuntimeBase):
         disabled = [o for o in settings.get("disabled_optimizers", "").split(",") if o]
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
                                        disabled_optimizers=disabled)
-        names = [i.name for i in session.get_inputs()]
-        shapes = [tuple(i.shape) for i in session.get_inputs()]
-        dtypes = [ONNX_FEED_TYPES.get(i.type, np.float32) for i in session.get_inputs()]
-        dynamic = not isinstance(shapes[0][0], int)
+        return session_runner(session, path)
 
-        def run_once(feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
-            arrays = [np.ascontiguousarray(x, dtype=t) for x, t in zip(feeds, dtypes)]
-            return list(session.run(None, dict(zip(names, arrays))))
 
-        def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-            # a dynamic-batch graph takes any N at once; a fixed one runs in chunks of its batch
-            return run_once(inputs) if dynamic else run_in_chunks(run_once, inputs, shapes, path.name)
+def session_runner(session: Any, path: Path) -> Session:
+    """A Session over an ONNX Runtime InferenceSession: numpy in (cast to each input's type), numpy out; a fixed-batch
+    graph runs in chunks of its batch."""
+    names = [i.name for i in session.get_inputs()]
+    shapes = [tuple(i.shape) for i in session.get_inputs()]
+    dtypes = [ONNX_FEED_TYPES.get(i.type, np.float32) for i in session.get_inputs()]
+    dynamic = not isinstance(shapes[0][0], int)
 
-        return run
+    def run_once(feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
+        arrays = [np.ascontiguousarray(x, dtype=t) for x, t in zip(feeds, dtypes)]
+        return list(session.run(None, dict(zip(names, arrays))))
+
+    def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        # a dynamic-batch graph takes any N at once; a fixed one runs in chunks of its batch
+        return run_once(inputs) if dynamic else run_in_chunks(run_once, inputs, shapes, path.name)
+
+    return run
+
+
+def distribution_conflict() -> str | None:
+    """Why this environment's `onnxruntime` module cannot be trusted: onnxruntime and onnxruntime-gpu both installed
+    provide the same module and overwrite each other's files, so which one runs is an accident of install order."""
+    from importlib import metadata
+
+    installed = []
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            installed.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            continue
+    if len(installed) < 2:
+        return None
+    return (f"{' and '.join(installed)} are both installed; they provide the same 'onnxruntime' module and overwrite "
+            f"each other's files: pip uninstall -y onnxruntime onnxruntime-gpu, then install one (edgepack[onnx] for "
+            f"CPUs, edgepack[cuda] for NVIDIA GPUs, each in its own environment)")
 
 
 # ---- quantization ---------------------------------------------------------------------------------------------------
@@ -271,6 +299,20 @@ def _quantize(fp32: Path, out: Path, request: ExportRequest, options: OnnxRuntim
 
 def _quantize_static(fp32: Path, out: Path, request: ExportRequest, options: OnnxRuntimeOptions,
                      notes: list[str], bundle: ModelBundle) -> tuple[str, CalibrationInfo]:
+    calibration = quantize_static_qdq(fp32, out, request, notes, bundle, activation_type=options.activation_type,
+                                      weight_type=options.weight_type, per_channel=options.per_channel)
+    a = "u8" if options.activation_type == "uint8" else "s8"
+    w = "s8" if options.weight_type == "int8" else "u8"
+    scheme = f"static QDQ: {a} activations, {'per-channel' if options.per_channel else 'per-tensor'} {w} weights"
+    return scheme + _mixed(request), calibration
+
+
+def quantize_static_qdq(fp32: Path, out: Path, request: ExportRequest, notes: list[str], bundle: ModelBundle, *,
+                        activation_type: str, weight_type: str, per_channel: bool,
+                        extra_options: Mapping[str, Any] | None = None,
+                        op_types: Sequence[str] | None = None) -> CalibrationInfo:
+    """Static QDQ quantization of an fp32 file with `quantize_static`, calibrated on the request's data (after ONNX
+    Runtime's pre-processing), the request's float layers excluded; returns the calibration it used."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -280,10 +322,10 @@ def _quantize_static(fp32: Path, out: Path, request: ExportRequest, options: Onn
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if request.calibration is None:
-        raise UsageError("onnxruntime static int8 export needs calibration data; pass a calibration dataset "
+        raise UsageError("static int8 export needs calibration data; pass a calibration dataset "
                          "(or set scheme: dynamic in the target file)")
     quant_types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-    act, weight = quant_types[options.activation_type], quant_types[options.weight_type]
+    act, weight = quant_types[activation_type], quant_types[weight_type]
     pre = out.with_name(out.name + ".pre.onnx")
     input_names = _input_names(fp32)
     step = _fixed_batch(fp32) or 1  # a fixed-batch graph is calibrated in whole batches of its size
@@ -317,14 +359,12 @@ def _quantize_static(fp32: Path, out: Path, request: ExportRequest, options: Onn
         with warnings.catch_warnings(), _quiet():
             warnings.simplefilter("ignore")
             quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                            per_channel=options.per_channel, weight_type=weight, activation_type=act,
-                            nodes_to_exclude=excluded)
+                            per_channel=per_channel, weight_type=weight, activation_type=act,
+                            nodes_to_exclude=excluded, extra_options=dict(extra_options or {}),
+                            op_types_to_quantize=list(op_types) if op_types else None)
     finally:
         pre.unlink(missing_ok=True)
-    a = "u8" if options.activation_type == "uint8" else "s8"
-    w = "s8" if options.weight_type == "int8" else "u8"
-    scheme = f"static QDQ: {a} activations, {'per-channel' if options.per_channel else 'per-tensor'} {w} weights"
-    return scheme + _mixed(request), CalibrationInfo(source=request.calibration.name, samples=fed)
+    return CalibrationInfo(source=request.calibration.name, samples=fed)
 
 
 # ---- layers kept in float (mixed precision) -------------------------------------------------------------------------
@@ -491,7 +531,7 @@ def _quiet() -> Iterator[None]:
         logging.root.setLevel(level)
 
 
-def _simplify_if_equal(path: Path, bundle: ModelBundle, notes: list[str]) -> Simplification:
+def simplify_if_equal(path: Path, bundle: ModelBundle, notes: list[str]) -> Simplification:
     """Run onnxslim; keep its graph only if ONNX Runtime gives the same outputs as the unsimplified graph."""
     import onnx
     import onnxslim
