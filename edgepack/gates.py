@@ -113,11 +113,9 @@ def observe(budget: Budget, artifact: Artifact, measurements: Sequence[Measureme
             return None, "not measured in this run"
         if budget.metric == "latency":
             return m.latency_ms(budget.stat or "p90"), ""
-        if m.device_memory_bytes is not None:  # on a GPU, the memory that runs out is the GPU's
-            return float(m.device_memory_bytes), ""
-        if m.peak_over_baseline_bytes is None:
+        if m.memory_bytes is None:  # on a GPU, the memory that runs out is the GPU's
             return None, "the runner reports no peak memory"
-        return float(m.peak_over_baseline_bytes), ""
+        return float(m.memory_bytes), ""
     if budget.metric == "accuracy_drop":
         return _accuracy_drop(artifact, accuracy, compressed=bool(compression_passes))
     return None, f"unknown budget metric {budget.metric!r}"

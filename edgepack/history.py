@@ -166,8 +166,8 @@ def _metrics(report: Report) -> Iterator[tuple[str, str, float]]:
     for m in report.measurements:
         for stat in ("p50", "p90", "p99", "mean"):
             yield m.artifact, f"latency_{stat}", m.latency_ms(stat)
-        if m.peak_over_baseline_bytes is not None:
-            yield m.artifact, "memory", float(m.peak_over_baseline_bytes)
+        if m.memory_bytes is not None:
+            yield m.artifact, "memory", float(m.memory_bytes)
     for acc in report.accuracy:
         if acc.score is not None and acc.artifact in {a.name for a in report.artifacts}:
             yield acc.artifact, "accuracy", acc.score * 100.0

@@ -183,12 +183,15 @@ def plan(request: BuildRequest, target: Optional[Target] = None) -> BuildPlan:
         eval=request.eval, train=request.train,
         needs_training=bool(request.passes) or qat is not None,
     )
+    measure = _measure_plan(request, target, runtimes, warnings)
+    if auto and not measure.measures:
+        raise UsageError("--runtime auto ships the fastest runtime, which needs measuring; drop --device none")
     if request.out is not None:
         check_writable(request.out, "--out")
     return BuildPlan(
         model=request.model, target=target, precision=precision, runtimes=runtimes,
         steps=tuple(step for rt in runtimes for step in export_steps(rt, precision, qat is not None)),
-        data=data, measure=_measure_plan(request, target, runtimes, warnings), budgets=tuple(budgets),
+        data=data, measure=measure, budgets=tuple(budgets),
         passes=tuple(request.passes), out=request.out,
         bundle=target.bundle if request.bundle is None else request.bundle,
         robustness=request.robustness, qat_epochs=qat, warnings=tuple(warnings),

@@ -491,6 +491,11 @@ class Measurement(Record):
     def latency_ms(self, stat: str) -> float:
         return float(getattr(self, f"{stat}_ms"))
 
+    @property
+    def memory_bytes(self) -> Optional[int]:
+        """The memory figure budgets, regressions and tables use: the GPU's on a GPU, else peak RSS over baseline."""
+        return self.device_memory_bytes if self.device_memory_bytes is not None else self.peak_over_baseline_bytes
+
 
 @dataclass(frozen=True)
 class Budget(Record):

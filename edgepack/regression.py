@@ -118,13 +118,13 @@ def _compare_one(threshold: Threshold, artifact: Artifact, old: Artifact, curren
             return _unchecked(threshold, artifact.name, "this report has no accuracy of it (pass --eval DATA)")
         return _accuracy_verdict(threshold, artifact.name, now, now.score, then, then.score)
     now_m, then_m = (_measurement(r.measurements, artifact.name) for r in (current, baseline))
-    if then_m is None or (metric == "memory" and then_m.peak_over_baseline_bytes is None):
+    if then_m is None or (metric == "memory" and then_m.memory_bytes is None):
         return _missing(threshold, artifact.name, f"{baseline_name} has no {metric} measurement of {artifact.name}")
-    if now_m is None or (metric == "memory" and now_m.peak_over_baseline_bytes is None):
+    if now_m is None or (metric == "memory" and now_m.memory_bytes is None):
         return _unchecked(threshold, artifact.name, f"this report has no {metric} measurement of it")
     if metric == "memory":
-        return _ratio_verdict(threshold, artifact.name, float(now_m.peak_over_baseline_bytes or 0),
-                              float(then_m.peak_over_baseline_bytes or 0), "bytes", "peak memory")
+        return _ratio_verdict(threshold, artifact.name, float(now_m.memory_bytes or 0),
+                              float(then_m.memory_bytes or 0), "bytes", "peak memory")
     return latency_verdict(threshold, artifact.name, now_m, then_m)
 
 

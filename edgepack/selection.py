@@ -60,12 +60,12 @@ def _within_noise(fastest: Measurement, other: Measurement) -> bool:
 
 
 def _memory(m: Measurement) -> float:
-    return float("inf") if m.peak_over_baseline_bytes is None else float(m.peak_over_baseline_bytes)
+    return float("inf") if m.memory_bytes is None else float(m.memory_bytes)
 
 
 def _row(artifact: str, m: Optional[Measurement], size: Optional[int], passes: bool) -> str:
     if m is None:
         return f"{artifact}: not measured"
     return (f"{artifact}: p50 {format_value(m.p50_ms, 'ms')} (p90 {format_value(m.p90_ms, 'ms')}), peak memory "
-            f"{format_value(m.peak_over_baseline_bytes, 'bytes')}, file {format_value(size, 'bytes')}; "
+            f"{format_value(m.memory_bytes, 'bytes')}, file {format_value(size, 'bytes')}; "
             f"{'meets every budget' if passes else 'misses a budget'}")

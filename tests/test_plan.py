@@ -69,11 +69,25 @@ def test_fp32_builds_ship_the_fp32_artifact():
     (dict(device="adb"), "has no phone runner"),
     (dict(target="android-arm64", device="adb"), "needs its arm64 executor_runner binary"),
     (dict(target="android-arm64", device="adb", runners=(("onnxruntime", "x"),)), "does not use runtime"),
+    (dict(precision="fp16"), "--precision fp16: runtime onnxruntime builds fp32, int8"),
+    (dict(device="none", runtimes=("auto",)), "--runtime auto ships the fastest runtime, which needs measuring"),
+    (dict(device="none", budgets=(parse_budget("memory", "1MB"),)), "--device none measures nothing, so the memory"),
+    (dict(device="gpu"), "cannot measure on gpu:0: onnxruntime measures on this host's CPU"),
+    (dict(target="cuda", device="host"), "--device host: onnxruntime-gpu measures on an NVIDIA GPU"),
 ])
 def test_model_free_mistakes_are_refused_in_the_plan(kw, message):
     with pytest.raises(UsageError, match=None) as info:
         plan(request(**kw))
     assert message in str(info.value)
+
+
+def test_cuda_builds_fp32_then_fp16_and_int8_from_it_and_device_none_measures_nothing():
+    p = plan(request(target="cuda", device="none"))
+    assert steps(p) == [("onnxruntime-gpu-fp32", "eager", False), ("onnxruntime-gpu-fp16", "onnxruntime-gpu-fp32",
+                                                                   False), ("onnxruntime-gpu-int8",
+                                                                            "onnxruntime-gpu-fp32", True)]
+    assert not p.measure.measures and any("not measured on a GPU" in w for w in p.warnings)
+    assert plan(request(target="cuda", device="none", precision="fp16")).shipping == ("onnxruntime-gpu-fp16",)
 
 
 def test_a_runner_that_is_not_an_arm64_binary_is_refused_before_any_device_lookup(tmp_path):

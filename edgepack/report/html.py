@@ -199,7 +199,7 @@ def _artifacts(report: Report) -> list[str]:
             e("n/a" if acc is None else accuracy_figure(acc)),
             _num("n/a" if m is None else format_value(m.p50_ms, "ms")),
             _num("n/a" if m is None else format_value(m.p90_ms, "ms")),
-            _num("n/a" if m is None else format_value(m.peak_over_baseline_bytes, "bytes")),
+            _num("n/a" if m is None else format_value(m.memory_bytes, "bytes")),
             *((e("not measured" if m is None else f"{m.where}, {m.threads} thread(s)"),) if per_row else ()), budgets,
         ]
         rows.append(f'<tr class="{"failed" if failed else ""}">' + "".join(f"<td>{c}</td>" if not c.startswith("<td")
@@ -278,9 +278,9 @@ def _charts(report: Report) -> list[str]:
     out += _chart("Size per artifact", charts.bars("size-chart", "size per artifact", sizes, "bytes",
                                                    charts.budget_lines(report.budgets, "size")))
     timed = {m.artifact: m for m in report.measurements}
-    memory = [(a.name, float(m.peak_over_baseline_bytes), format_value(m.peak_over_baseline_bytes, "bytes"),
+    memory = [(a.name, float(m.memory_bytes), format_value(m.memory_bytes, "bytes"),
                a.name in report.shipping) for a in report.artifacts
-              if (m := timed.get(a.name)) is not None and m.peak_over_baseline_bytes is not None]
+              if (m := timed.get(a.name)) is not None and m.memory_bytes is not None]
     if memory:
         out += _chart("Peak memory over baseline per artifact",
                       charts.bars("memory-chart", "peak memory per artifact", memory, "bytes",

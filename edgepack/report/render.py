@@ -34,8 +34,8 @@ def artifact_rows(report: Report) -> list[dict[str, str]]:
             "size": format_value(a.size_bytes, "bytes"),
             "p50": "n/a" if m is None else format_value(m.p50_ms, "ms"),
             "p90": "n/a" if m is None else format_value(m.p90_ms, "ms"),
-            "peak memory": "n/a" if m is None or m.peak_over_baseline_bytes is None
-            else format_value(m.peak_over_baseline_bytes, "bytes"),
+            "peak memory": "n/a" if m is None or m.memory_bytes is None
+            else format_value(m.memory_bytes, "bytes"),
             "max abs diff": "n/a" if p is None else f"{p.max_abs_diff:.2e}",
             "parity": "n/a" if p is None else parity_figure(p),
             "accuracy": "n/a" if acc is None else accuracy_figure(acc),
@@ -173,7 +173,7 @@ def markdown(report: Report) -> str:
                          f"{m.p90_ms:.4f} ms | {m.p99_ms:.4f} ms | {m.mean_ms:.4f} ± {m.std_ms:.4f} ms | "
                          f"{'n/a' if m.init_ms is None else f'{m.init_ms:.1f} ms'} | "
                          f"{'n/a' if m.first_run_ms is None else f'{m.first_run_ms:.2f} ms'} | "
-                         f"{format_value(m.peak_over_baseline_bytes, 'bytes')} |")
+                         f"{format_value(m.memory_bytes, 'bytes')} |")
         lines.append("")
     if report.robustness:
         lines += robustness_table(report)

@@ -10,12 +10,12 @@ import contextlib
 import dataclasses
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from edgepack.errors import ToolError, one_line
+from edgepack.errors import ToolError, UsageError, one_line
 from edgepack.fileio import atomic_path
 from edgepack.records import Artifact, OpCount, TensorSpec
 from edgepack.runtimes._fixed_batch import run_in_chunks
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from edgepack.models.bundle import ModelBundle
 
 INT8_SCHEME = "litert-torch PT2E static, per-channel symmetric int8 weights, int8 activations, int8 I/O"
+AEQ_SCHEME = "ai-edge-quantizer static int8 on the fp32 .tflite: int8 weights and activations, int8 I/O"
+AEQ_PATH = "ai-edge-quantizer on the converted fp32 .tflite (PT2E int8 conversion failed)"
 FP32_SCHEME = "fp32 (XNNPACK delegate applied by the interpreter at load)"
 _CONVERSION_OPS = ("QUANTIZE", "DEQUANTIZE")
 _INTEGER_DTYPES = ("int8", "uint8", "int16")
@@ -101,22 +103,26 @@ class LiteRTRuntime(RuntimeBase):
         typed_options(request, LiteRTOptions)
         calibration = None
         export_path, path_notes = "litert_torch.convert", list[str]()
+        final = self.artifact_path(bundle.name, request)
         if request.precision == "int8":
-            converted, export_path, path_notes = self._convert_int8(bundle, request)
             samples = calibration_count(bundle, request.calibration)
             scheme = f"{INT8_SCHEME}, {samples} calibration samples"
             calibration = calibration_info(request.calibration, samples)
+            try:
+                converted, export_path, path_notes = self._convert_int8(bundle, request)
+                write = _writer(converted, final.name)
+            except UsageError as pt2e:  # a known second path: quantize the converted fp32 file instead
+                write, samples = self._quantized_after_conversion(bundle, request, pt2e)
+                export_path, scheme = AEQ_PATH, f"{AEQ_SCHEME}, {samples} calibration samples"
+                path_notes = [f"PT2E int8 failed ({str(pt2e).split('rejected the model: ', 1)[-1]}); the fp32 "
+                              f".tflite was quantized after conversion with ai-edge-quantizer instead"]
+                calibration = calibration_info(request.calibration, samples)
         else:
-            converted = self._convert_fp32(bundle)
+            write = _writer(self._convert_fp32(bundle), final.name)
             scheme = FP32_SCHEME
 
-        final = self.artifact_path(bundle.name, request)
         with atomic_path(final) as tmp:
-            try:
-                with _quiet_progress():
-                    converted.export(str(tmp))
-            except Exception as exc:
-                raise ToolError(f"litert could not write {final.name}: {one_line(exc)}") from exc
+            write(tmp)
             # Read the file back before it gets its final name: a file the interpreter can't open is not an artifact.
             inputs, outputs, ops, float_ops = _describe(tmp, bundle)
             weights = _weight_census(tmp)
@@ -195,6 +201,50 @@ class LiteRTRuntime(RuntimeBase):
             except Exception as exc:
                 raise rejection(self.name, "litert_torch.convert (int8)", exc) from exc
 
+    def _quantized_after_conversion(self, bundle: ModelBundle, request: ExportRequest,
+                                    pt2e: UsageError) -> tuple[Callable[[Path], None], int]:
+        """The fp32 conversion quantized by ai-edge-quantizer (static int8 weights and activations, min/max over the
+        calibration samples, fed in batches of the exported size): a writer of the int8 file and the samples used.
+        When this path fails too, the PT2E failure is raised with this one's reason added."""
+        import tempfile
+
+        import numpy as np
+        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_quantizer import quantizer, recipe
+
+        from edgepack.data.dataset import feed_array
+
+        try:
+            fp32 = self._convert_fp32(bundle)
+            with tempfile.TemporaryDirectory(prefix="edgepack-aeq-") as tmp:
+                path = Path(tmp) / "fp32.tflite"
+                with _quiet_progress():
+                    fp32.export(str(path))
+                signatures = Interpreter(model_path=str(path)).get_signature_list()
+                signature = next(iter(signatures))
+                names = sorted(signatures[signature]["inputs"], key=_arg_position)
+                batch = int(bundle.example_inputs[0].shape[0])
+                samples = calibration_count(bundle, request.calibration)
+                arrays = request.calibration.arrays if request.calibration is not None else ()
+                if len(arrays) != len(names) or samples == 0:
+                    raise ToolError(f"calibration gives {len(arrays)} input(s) and {samples} sample(s); the model "
+                                    f"takes {len(names)} input(s)")
+                feeds = [{n: feed_array(np.asarray(a[i:i + batch])) for n, a in zip(names, arrays)}
+                         for i in range(0, samples, batch)]
+                qt = quantizer.Quantizer(str(path), recipe.static_wi8_ai8())
+                with _quiet_progress():
+                    result = qt.quantize(qt.calibrate({signature: feeds}, num_threads=1),
+                                         enable_progress_report=False)
+            model = bytes(result.quantized_model or b"")
+            _load_without_delegates(model)  # a file TFLite's own kernels refuse is not an artifact
+        except Exception as exc:  # noqa: BLE001 - the second path's failure is reported beside the first's
+            raise UsageError(f"{pt2e}; ai-edge-quantizer on the fp32 file failed too: {one_line(exc, 200)}") from None
+
+        def write(out: Path) -> None:
+            out.write_bytes(model)
+
+        return write, samples
+
     # ------------------------------------------------------------------ load
 
     def load(self, path: Path, threads: int, settings: Mapping[str, str] | None = None) -> Session:
@@ -223,6 +273,31 @@ class LiteRTRuntime(RuntimeBase):
 
 
 # -------------------------------------------------------------------- inspection
+
+
+def _writer(converted: Any, name: str) -> Callable[[Path], None]:
+    """Writes a litert-torch conversion to a path; a failure to serialise is a tool failure naming the file."""
+    def write(path: Path) -> None:
+        try:
+            with _quiet_progress():
+                converted.export(str(path))
+        except Exception as exc:
+            raise ToolError(f"litert could not write {name}: {one_line(exc)}") from exc
+    return write
+
+
+def _load_without_delegates(model: bytes) -> None:
+    """Open and prepare a .tflite with TFLite's built-in kernels only (no XNNPACK), as _describe reads it."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    Interpreter(model_content=model,
+                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES).allocate_tensors()
+
+
+def _arg_position(name: str) -> int:
+    """litert-torch names a signature's inputs args_0, args_1, ... in the forward's order."""
+    digits = re.findall(r"\d+", name)
+    return int(digits[-1]) if digits else 0
 
 
 def _describe(path: Path, bundle: ModelBundle) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...],

@@ -138,3 +138,44 @@ def test_missing_names_the_extra(runtime, monkeypatch):
     assert all("edgepack[litert]" in r for r in runtime.missing())
     with pytest.raises(MissingDependency):
         runtime.export(object(), ExportRequest("fp32", Path(".")))
+
+
+# A Hugging Face MobileNetV2 whose batch-norm statistics are what training leaves (the running mean and variance of
+# its own activations; fresh ones, mean 0 and variance 1, do not normalise anything). Its PT2E int8 conversion fails
+# in litert-torch 0.10 ("Attempting to convert non-NHWC compatible node to NHWC: dequantize_per_tensor_...").
+HF_MOBILENETV2 = '''
+import torch
+from transformers import MobileNetV2Config, MobileNetV2ForImageClassification
+
+
+def build():
+    torch.manual_seed(0)
+    model = MobileNetV2ForImageClassification(MobileNetV2Config(depth_multiplier=0.5, image_size=32, num_labels=10))
+    with torch.no_grad():
+        model.train()(torch.randn(64, 3, 32, 32))
+    return model.eval(), torch.randn(1, 3, 32, 32)
+'''
+
+
+@pytest.mark.slow
+def test_when_pt2e_int8_fails_the_fp32_file_is_quantized_after_conversion(runtime, tmp_path):
+    pytest.importorskip("transformers")
+    from edgepack.data.dataset import ArrayDataset
+    from edgepack.models.loader import ModelRequest, load_model
+    from edgepack.runtimes.litert import AEQ_PATH
+
+    (tmp_path / "hf_mobilenetv2.py").write_text(HF_MOBILENETV2)
+    bundle, _ = load_model(ModelRequest(f"{tmp_path / 'hf_mobilenetv2.py'}:build"))
+    x = np.random.default_rng(0).standard_normal((96, 3, 32, 32)).astype(np.float32)
+    int8 = runtime.export(bundle, ExportRequest("int8", tmp_path, calibration=ArrayDataset("random", x[:64])))
+    assert int8.export_path == AEQ_PATH
+    assert "non-NHWC compatible node" in int8.notes[0] and "ai-edge-quantizer" in int8.notes[0]
+    assert "64 calibration samples" in int8.scheme and int8.calibration is not None
+    assert int8.int8_weight_share is not None and int8.int8_weight_share > 0.99
+    assert int8.inputs[0].dtype == "int8"  # fully static, as the PT2E path's files are
+    got = runtime.load(Path(int8.path), 1)([x[64:]])[0]
+    import torch
+
+    with torch.no_grad():
+        reference = bundle.module(torch.from_numpy(x[64:])).numpy()
+    assert np.mean(got.argmax(1) == reference.argmax(1)) >= 0.9
