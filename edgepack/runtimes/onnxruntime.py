@@ -108,10 +108,7 @@ class OnnxRuntime(RuntimeBase):
         settings: dict[str, str] = {}
         export_path = "onnxruntime.quantization on the fp32 file"
         if request.precision == "fp32":
-            with atomic_path(final) as tmp:
-                dynamic, export_path = export_onnx(bundle, tmp, notes)
-                if options.simplify:
-                    simplification = simplify_if_equal(tmp, bundle, notes)
+            dynamic, export_path, simplification = write_fp32_onnx(bundle, final, options.simplify, notes)
             scheme = "fp32"
         elif request.qat is not None:
             from edgepack.runtimes.qat import ONNX_SCHEME, qat_onnx
@@ -465,6 +462,18 @@ def _agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
     """How often two outputs pick the same class (per sample, over the flattened output)."""
     ref, got = reference.reshape(len(reference), -1), candidate.reshape(len(candidate), -1)
     return float(np.mean(ref.argmax(1) == got.argmax(1)))
+
+
+def write_fp32_onnx(bundle: ModelBundle, final: Path, simplify: bool,
+                    notes: list[str]) -> tuple[bool, str, Simplification | None]:
+    """The fp32 .onnx written atomically at `final`, onnxslim's graph kept when asked and its outputs still match.
+    Returns (whether the batch is dynamic, the exporter that worked, the simplification record)."""
+    simplification = None
+    with atomic_path(final) as tmp:
+        dynamic, export_path = export_onnx(bundle, tmp, notes)
+        if simplify:
+            simplification = simplify_if_equal(tmp, bundle, notes)
+    return dynamic, export_path, simplification
 
 
 def export_onnx(bundle: ModelBundle, path: Path, notes: list[str]) -> tuple[bool, str]:

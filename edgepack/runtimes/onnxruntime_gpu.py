@@ -37,14 +37,13 @@ from edgepack.runtimes.onnxruntime import (
     BOOLEANS,
     ONNX_FEED_TYPES,
     distribution_conflict,
-    export_onnx,
     float_compute_ops,
     onnx_io_specs,
     onnx_weight_census,
     op_counts,
     quantize_static_qdq,
     session_runner,
-    simplify_if_equal,
+    write_fp32_onnx,
 )
 
 if TYPE_CHECKING:
@@ -142,10 +141,7 @@ class OnnxRuntimeGpu(RuntimeBase):
         calibration: CalibrationInfo | None = None
         settings = {"providers": ",".join(options.providers)}
         if request.precision == "fp32":
-            with atomic_path(final) as tmp:
-                dynamic, export_path = export_onnx(bundle, tmp, notes)
-                if options.simplify:
-                    simplification = simplify_if_equal(tmp, bundle, notes)
+            dynamic, export_path, simplification = write_fp32_onnx(bundle, final, options.simplify, notes)
             scheme = "fp32"
         else:
             parent = request.parent
