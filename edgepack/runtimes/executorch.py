@@ -227,11 +227,36 @@ def _lower(program: Any) -> tuple[Any, Delegation]:
     partitioner = XnnpackPartitioner()
     with _why_no_partition() as why:
         try:
-            lowered = to_edge_transform_and_lower(program, partitioner=[partitioner])
+            lowered = to_edge_transform_and_lower(program, transform_passes=[_drop_noop_expands],
+                                                  partitioner=[partitioner])
         except Exception as exc:
             raise rejection("executorch", "lowering to XNNPACK", exc) from exc
     graph = lowered.exported_program().graph_module
     return lowered, _delegation(graph, set(partitioner.target_partitioner_configs), why)
+
+
+def _drop_noop_expands(graph_module: Any) -> Any:
+    """Remove expand_copy nodes whose output has their input's shape. torch.matmul on 4-D tensors (attention's
+    scores) decomposes into expand + view + bmm, and the expand is a no-op when the batch dims already match; XNNPACK
+    takes no expand_copy, so each one cut the graph into another delegate partition (a Hugging Face MobileViT: 36 of
+    them, 41 partitions before, 23 after, and its fp32 program 15 % faster on this host)."""
+    from executorch.exir.dialects._ops import ops as exir_ops
+    from torch.fx.passes.infra.pass_base import PassResult
+
+    changed = False
+    for node in list(graph_module.graph.nodes):
+        if node.op != "call_function" or node.target != exir_ops.edge.aten.expand_copy.default:
+            continue
+        source = node.args[0]
+        before, after = source.meta.get("val"), node.meta.get("val")
+        if before is not None and after is not None and tuple(before.shape) == tuple(after.shape) \
+                and before.dtype == after.dtype:
+            node.replace_all_uses_with(source)
+            graph_module.graph.erase_node(node)
+            changed = True
+    if changed:
+        graph_module.recompile()
+    return PassResult(graph_module, changed)
 
 
 @contextlib.contextmanager

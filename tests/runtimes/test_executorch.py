@@ -214,3 +214,18 @@ def test_missing_names_the_extra(runtime, monkeypatch):
 def test_versions_name_the_libraries(runtime):
     versions = runtime.versions()
     assert versions["executorch"] != "not installed" and "torchao" in versions
+
+
+@pytest.mark.slow
+def test_attention_matmuls_leave_no_expand_outside_the_delegate(runtime, transformer_bundle, token_data, eager,
+                                                                tmp_path):
+    """torch.matmul on 4-D q/k/v decomposes into expand + view + bmm; the expands are no-ops XNNPACK refuses, so
+    they are dropped before partitioning instead of each cutting the graph."""
+    artifact = runtime.export(transformer_bundle, ExportRequest("fp32", tmp_path))
+    delegation = artifact.delegation
+    assert delegation is not None
+    outside = {f.op for f in delegation.fallback_ops}
+    assert "aten.expand_copy.default" not in outside and "aten.bmm.default" not in outside
+    assert {o.op: o.count for o in delegation.delegated_ops}["aten.bmm.default"] == 2
+    x = token_data[1].arrays[0][:16]
+    assert np.abs(runtime.load(Path(artifact.path), 1)([x])[0] - eager(transformer_bundle, x)).max() < 1e-4
