@@ -18,6 +18,7 @@ from edgepack.config import Target, load_target, target_budgets
 from edgepack.errors import MissingDependency, UsageError
 from edgepack.models.request import ModelRequest, check_model_request
 from edgepack.records import Budget
+from edgepack.rescue import TIME_LIMIT_S
 from edgepack.tasks import ParityFloor
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class BuildRequest:
     latency_tolerance: Optional[str] = None  # --latency-tolerance fail|pass|N%: latency verdicts too close to call
     sensitivity: bool = False  # --sensitivity: rank the int8 artifact's layers by sensitivity, even within budget
     rescue: bool = True  # int8 below the parity floor or over --max-accuracy-drop: keep sensitive layers in float
+    rescue_time_limit_s: Optional[float] = None  # --rescue-time-limit; None: rescue.TIME_LIMIT_S
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ class BuildPlan:
     choose_fastest: bool = False  # --runtime auto: of the artifacts that could ship, the fastest within budgets does
     sensitivity: bool = False  # rank the shipping int8 artifact's layers by sensitivity (--sensitivity)
     rescue: bool = True  # keep its most sensitive layers in float when it misses the floor or an accuracy budget
+    rescue_time_limit_s: float = TIME_LIMIT_S  # no new sensitivity or rescue build starts after this many seconds
 
     def steps_of(self, runtime: str) -> tuple[ExportStep, ...]:
         return tuple(s for s in self.steps if s.runtime == runtime)
@@ -198,6 +201,7 @@ def plan(request: BuildRequest, target: Optional[Target] = None) -> BuildPlan:
         parity_floor=(target.parity_floor if request.parity_floor is None
                       else target.parity_floor.with_value(request.parity_floor)),
         choose_fastest=auto, sensitivity=request.sensitivity, rescue=request.rescue,
+        rescue_time_limit_s=_rescue_time_limit(request.rescue_time_limit_s),
     )
 
 
@@ -342,6 +346,14 @@ def _check_sensitivity(request: BuildRequest, precision: str, runtimes: Sequence
         if not runtime_class(rt.name).keeps_layers_float:
             warnings.append(f"--sensitivity: {rt.name} cannot keep layers in float in an int8 export, so its layers "
                             f"are not ranked")
+
+
+def _rescue_time_limit(given: Optional[float]) -> float:
+    if given is None:
+        return TIME_LIMIT_S
+    if not given > 0:
+        raise UsageError(f"--rescue-time-limit {given:g}: give a number of seconds above 0")
+    return float(given)
 
 
 def _calibration_samples(given: Optional[int], runtimes: Sequence[PlannedRuntime]) -> int:

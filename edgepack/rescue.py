@@ -32,6 +32,9 @@ MAX_FLOAT_SHARE = 0.5  # a rescue keeps at most this share of the quantizable la
 # above this many quantizable layers, a runtime that can show layer outputs pre-ranks them by SQNR and only this many
 # (the lowest SQNR) go through the metric pass, each of which builds and judges one artifact
 METRIC_LAYERS = 16
+# seconds a sensitivity ranking and rescue may spend by default (--rescue-time-limit): each step exports and judges
+# one artifact, which for a mid-size model on ExecuTorch takes a minute, so an unbounded rescue could take an hour
+TIME_LIMIT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -123,12 +126,14 @@ def _try(build: BuildFn, judge: JudgeFn, layers: tuple[str, ...]) -> Judged | st
 
 
 def rank(plain: Judged, layers: Sequence[tuple[str, str]], build: BuildFn, judge: JudgeFn, say: SayFn,
-         pre_rank: Optional[PreRankFn] = None,
-         metric_layers: Optional[int] = None) -> tuple[list[LayerSensitivity], dict[tuple[str, ...], Judged | str]]:
+         pre_rank: Optional[PreRankFn] = None, metric_layers: Optional[int] = None,
+         out_of_time: Callable[[], bool] = lambda: False,
+         ) -> tuple[list[LayerSensitivity], dict[tuple[str, ...], Judged | str]]:
     """Each layer alone in float, built and judged through the runtime; most sensitive (largest recovery) first.
     With more layers than `metric_layers`, `pre_rank` (SQNR of each layer's output) picks the ones measured; the
-    others follow, lowest SQNR first, then layers that could not be built. Also returns every result by its float
-    layers, for the greedy loop."""
+    others follow, lowest SQNR first, then layers that could not be built. Once `out_of_time()`, the layers not yet
+    measured are left unmeasured (ranked by SQNR alone). Also returns every result by its float layers, for the
+    greedy loop."""
     metric_layers = METRIC_LAYERS if metric_layers is None else metric_layers
     sqnr: dict[str, float] = {}
     if pre_rank is not None and len(layers) > metric_layers:
@@ -143,7 +148,7 @@ def rank(plain: Judged, layers: Sequence[tuple[str, str]], build: BuildFn, judge
     judged: dict[tuple[str, ...], Judged | str] = {}
     found = []
     for name, kind in layers:
-        if name not in measured:
+        if name not in measured or out_of_time():
             found.append(LayerSensitivity(layer=name, type=kind, score=None, effect=None, sqnr_db=sqnr.get(name)))
             continue
         say(f"sensitivity {len(judged) + 1}/{len(measured)}: {name} in float")
@@ -167,10 +172,15 @@ def rank(plain: Judged, layers: Sequence[tuple[str, str]], build: BuildFn, judge
 
 def run(runtime: str, plain: Judged, module: Any, metric: Metric, reason: str, build: BuildFn, judge: JudgeFn,
         say: SayFn, rescue: bool, pre_rank: Optional[PreRankFn] = None,
-        metric_layers: Optional[int] = None) -> tuple[Rescue, Optional[Judged]]:
+        metric_layers: Optional[int] = None, time_limit_s: float = TIME_LIMIT_S) -> tuple[Rescue, Optional[Judged]]:
     """Rank the layers; when `rescue`, keep the most sensitive in float until the artifact holds. Returns the record
-    and the judged artifact that holds (None when only ranking, or when no attempt within the bound holds)."""
+    and the judged artifact that holds (None when only ranking, or when no attempt within the bound holds). No new
+    build starts after `time_limit_s`; the outcome then says the limit stopped it."""
     start = time.perf_counter()
+
+    def out_of_time() -> bool:
+        return time.perf_counter() - start > time_limit_s
+
     layers = quantizable_layers(module)
     bound = max_float_layers(len(layers))
     record = Rescue(runtime=runtime, artifact=plain.artifact.name, metric=metric.text, plain_score=plain.score,
@@ -178,8 +188,10 @@ def run(runtime: str, plain: Judged, module: Any, metric: Metric, reason: str, b
     if len(layers) < 2:
         return _done(record, start, outcome=f"the model has {len(layers)} Conv/Linear layer(s): keeping one in float "
                                             f"would leave no int8 layer, so nothing was ranked or rescued"), None
-    ranking, judged = rank(plain, layers, build, judge, say, pre_rank, metric_layers)
+    ranking, judged = rank(plain, layers, build, judge, say, pre_rank, metric_layers, out_of_time)
     record = _replace(record, layers=tuple(ranking))
+    stopped = (f" (stopped by the {time_limit_s:g} s time limit, --rescue-time-limit, after "
+               f"{time.perf_counter() - start:.0f} s)")
     if not rescue:
         top = ranking[0]
         measured = sum(1 for layer in ranking if layer.effect is not None)
@@ -187,7 +199,8 @@ def run(runtime: str, plain: Judged, module: Any, metric: Metric, reason: str, b
         found = (f"most sensitive {top.layer} ({_effect(top.effect, metric.percent)})"
                  if top.effect is not None and top.effect > 0 else "keeping any one of them in float does not raise "
                                                                      "the metric")
-        return _done(record, start, outcome=f"measured {what} layer(s): {found}; nothing kept in float"), None
+        limit = stopped if out_of_time() else ""
+        return _done(record, start, outcome=f"measured {what} layer(s){limit}: {found}; nothing kept in float"), None
     attempts: list[RescueAttempt] = []
     kept: tuple[str, ...] = ()
     best: Optional[tuple[tuple[str, ...], Judged]] = None
@@ -195,6 +208,8 @@ def run(runtime: str, plain: Judged, module: Any, metric: Metric, reason: str, b
         kept = (*kept, layer.layer)
         if kept in judged:
             result = judged[kept]
+        elif out_of_time():
+            break
         else:
             say(f"rescue: {len(kept)} layer(s) in float ({', '.join(kept)})")
             result = _try(build, judge, kept)
@@ -211,8 +226,9 @@ def run(runtime: str, plain: Judged, module: Any, metric: Metric, reason: str, b
     record = _replace(record, attempts=tuple(attempts))
     reached = (f"the best kept {', '.join(best[0])} in float and reached {_score(best[1], metric)}" if best else
                "no attempt could be built")
+    limit = stopped.replace("(stopped", "(the search was stopped") if out_of_time() else ""
     return _done(record, start, outcome=f"no rescue with at most {bound} of {len(layers)} layers in float meets the "
-                                        f"budget; {reached}"), None
+                                        f"budget{limit}; {reached}"), None
 
 
 def short_outcome(record: Rescue) -> str:

@@ -106,7 +106,8 @@ def run_stage(runtime: "Runtime", plan: BuildPlan, bundle: "ModelBundle", data: 
     try:
         with progress.stage(f"{plain_artifact.name}: per-layer sensitivity" + (" and rescue" if wanted else "")):
             record, won = rescue.run(runtime.name, plain, bundle.module, _metric(plain), why or "--sensitivity",
-                                     build, attempt, progress.say, rescue=wanted, pre_rank=pre_rank)
+                                     build, attempt, progress.say, rescue=wanted, pre_rank=pre_rank,
+                                     time_limit_s=plan.rescue_time_limit_s)
         results.rescues.append(record)
         progress.say(f"{runtime.name}: {record.outcome}")
         if won is None:

@@ -70,6 +70,7 @@ def test_fp32_builds_ship_the_fp32_artifact():
     (dict(target="android-arm64", device="adb"), "needs its arm64 executor_runner binary"),
     (dict(target="android-arm64", device="adb", runners=(("onnxruntime", "x"),)), "does not use runtime"),
     (dict(precision="fp16"), "--precision fp16: runtime onnxruntime builds fp32, int8"),
+    (dict(rescue_time_limit_s=0.0), "--rescue-time-limit 0: give a number of seconds above 0"),
     (dict(device="none", runtimes=("auto",)), "--runtime auto ships the fastest runtime, which needs measuring"),
     (dict(device="none", budgets=(parse_budget("memory", "1MB"),)), "--device none measures nothing, so the memory"),
     (dict(device="gpu"), "cannot measure on gpu:0: onnxruntime measures on this host's CPU"),

@@ -268,6 +268,36 @@ def test_the_greedy_loop_stops_at_the_bound_and_says_what_the_best_attempt_reach
     assert Rescue.from_dict(record.to_dict()) == record
 
 
+def test_no_build_starts_after_the_time_limit_and_the_outcome_says_so() -> None:
+    """Each build takes 0.2 s against a 0.3 s limit: two layers are measured, the other two are left unmeasured, and
+    the greedy loop reuses what was measured but builds nothing new."""
+    import time
+
+    from torch import nn
+
+    from edgepack.rescue import Metric, run
+
+    module = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2))
+    built: list[tuple[str, ...]] = []
+
+    def build(keep: tuple[str, ...]) -> object:
+        built.append(keep)
+        time.sleep(0.2)
+        return keep
+
+    def judge(keep: object) -> "Judged":
+        assert isinstance(keep, tuple)
+        return _fake_judged("m-int8-mixed", 0.5 + 0.01 * len(keep), holds=False)
+
+    plain = _fake_judged("m-int8", 0.5, holds=False)
+    record, won = run("executorch", plain, module, Metric("top-1 on 8 samples of data", True), "below the floor",
+                      build, judge, lambda _: None, rescue=True, time_limit_s=0.3)  # type: ignore[arg-type]
+    assert won is None and built == [("0",), ("1",)]
+    assert [layer.effect is not None for layer in record.layers] == [True, True, False, False]
+    assert [a.float_layers for a in record.attempts] == [("0",)]  # reused; ("0", "1") would need a new build
+    assert "(the search was stopped by the 0.3 s time limit, --rescue-time-limit, after" in record.outcome
+
+
 @pytest.mark.slow
 def test_large_models_are_pre_ranked_by_output_sqnr_on_the_runtime(fragile: list[str], tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:

@@ -102,6 +102,7 @@ def command(model_spec: str, factory: Optional[str], trust_checkpoint: bool, inp
         device=device, runners=runner_pairs(runners), qat_epochs=qat_epochs, robustness=robustness,
         allow_partial=allow_partial, parity_floor=parity_floor, latency_tolerance=latency_tolerance,
         sensitivity=options.get("sensitivity", False), rescue=options.get("rescue", True),
+        rescue_time_limit_s=options.get("rescue_time_limit"),
     )
     build_plan = plan(request, target_file)  # every model-free check, before torch is imported
     ci_plan = ci.prepare(ci_request(options), target_file.name)

@@ -69,6 +69,9 @@ def rescue_options(fn: Callable) -> Callable:
         click.option("--rescue/--no-rescue", "rescue", default=True, show_default=True, help="When the int8 "
                      "artifact misses --max-accuracy-drop or the parity floor, keep its most sensitive layers in "
                      "float, greedily (at most half of them), until it holds, and ship that artifact instead."),
+        click.option("--rescue-time-limit", "rescue_time_limit", type=float, metavar="SECONDS", help="No new "
+                     "sensitivity or rescue build starts after this many seconds (default 300): each one exports "
+                     "and judges an artifact, a minute apiece for a mid-size model on ExecuTorch."),
     ])
 
 
