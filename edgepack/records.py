@@ -597,6 +597,7 @@ class Rescue(Record):
     float_layers: tuple[str, ...] = ()  # the layers kept in float in `rescued`
     outcome: str = ""  # one line: what happened
     seconds: float = 0.0
+    stopped_at_s: Optional[float] = None  # the --rescue-time-limit that stopped the search; None: it ran its course
 
 
 @dataclass(frozen=True)

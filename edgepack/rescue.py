@@ -144,7 +144,7 @@ def rank(plain: Judged, layers: Sequence[tuple[str, str]], build: BuildFn, judge
     measured = [name for name, _ in layers]
     if sqnr:
         measured = sorted(sqnr, key=lambda name: sqnr[name])[:metric_layers]
-        say(f"sensitivity: {len(measured)} of {len(layers)} layers, the lowest output SQNR in plain int8")
+        say(f"sensitivity: {len(measured)} of {len(layers)} layers, those with the lowest int8 SQNR, are measured")
     judged: dict[tuple[str, ...], Judged | str] = {}
     found = []
     for name, kind in layers:
@@ -200,6 +200,7 @@ def run(runtime: str, plain: Judged, module: Any, metric: Metric, reason: str, b
                  if top.effect is not None and top.effect > 0 else "keeping any one of them in float does not raise "
                                                                      "the metric")
         limit = stopped if out_of_time() else ""
+        record = _replace(record, stopped_at_s=time_limit_s if limit else None)
         return _done(record, start, outcome=f"measured {what} layer(s){limit}: {found}; nothing kept in float"), None
     attempts: list[RescueAttempt] = []
     kept: tuple[str, ...] = ()
@@ -223,7 +224,7 @@ def run(runtime: str, plain: Judged, module: Any, metric: Metric, reason: str, b
             record = _replace(record, attempts=tuple(attempts), rescued=result.artifact.name, float_layers=kept)
             return _done(record, start, outcome=f"{len(kept)} layer(s) kept in float meet the budget: "
                                                 f"{', '.join(kept)} ({_score(result, metric)})"), result
-    record = _replace(record, attempts=tuple(attempts))
+    record = _replace(record, attempts=tuple(attempts), stopped_at_s=time_limit_s if out_of_time() else None)
     reached = (f"the best kept {', '.join(best[0])} in float and reached {_score(best[1], metric)}" if best else
                "no attempt could be built")
     limit = stopped.replace("(stopped", "(the search was stopped") if out_of_time() else ""
@@ -240,8 +241,10 @@ def short_outcome(record: Rescue) -> str:
         return record.outcome
     best = max(tried, key=lambda a: a.score or 0.0)
     figure = f"{best.score * 100:.1f}%" if record.percent and best.score is not None else f"{best.score:.4g}"
-    return (f"no rescue with up to {record.max_float_layers} of {len(record.layers)} layers in float holds (best "
-            f"{figure} with {', '.join(best.float_layers)})")
+    within = (f" within the {record.stopped_at_s:g} s --rescue-time-limit ({len(tried)} attempt(s))"
+              if record.stopped_at_s is not None else "")
+    return (f"no rescue with up to {record.max_float_layers} of {len(record.layers)} layers in float holds{within} "
+            f"(best {figure} with {', '.join(best.float_layers)})")
 
 
 def _score(judged: Judged, metric: Metric) -> str:

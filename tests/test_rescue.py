@@ -275,7 +275,7 @@ def test_no_build_starts_after_the_time_limit_and_the_outcome_says_so() -> None:
 
     from torch import nn
 
-    from edgepack.rescue import Metric, run
+    from edgepack.rescue import Metric, run, short_outcome
 
     module = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2))
     built: list[tuple[str, ...]] = []
@@ -296,6 +296,9 @@ def test_no_build_starts_after_the_time_limit_and_the_outcome_says_so() -> None:
     assert [layer.effect is not None for layer in record.layers] == [True, True, False, False]
     assert [a.float_layers for a in record.attempts] == [("0",)]  # reused; ("0", "1") would need a new build
     assert "(the search was stopped by the 0.3 s time limit, --rescue-time-limit, after" in record.outcome
+    assert record.stopped_at_s == 0.3 and Rescue.from_dict(record.to_dict()) == record
+    assert short_outcome(record) == ("no rescue with up to 2 of 4 layers in float holds within the 0.3 s "
+                                     "--rescue-time-limit (1 attempt(s)) (best 51.0% with 0)")
 
 
 @pytest.mark.slow
