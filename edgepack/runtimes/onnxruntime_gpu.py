@@ -238,7 +238,10 @@ class OnnxRuntimeGpu(RuntimeBase):
         asked = [PROVIDER_NAMES[n] for n in names if n != "cpu"]
         running = session.get_providers()
         if asked and not any(p in running for p in asked):
-            why = gpu_providers_missing() or "the GPU provider could not start: see ONNX Runtime's log"
+            from edgepack.device.nvidia import find_gpu
+
+            why = (gpu_providers_missing() or find_gpu(device_id)[1]
+                   or "the CUDA or TensorRT libraries could not be loaded; ONNX Runtime's log names the missing one")
             raise UsageError(f"{path.name}: asked for {', '.join(asked)}, but the session runs on "
                              f"{', '.join(running)} only ({why}); refusing to measure the CPU and call it the GPU; "
                              f"--device none checks numerics on the CPU without measuring")
