@@ -47,6 +47,7 @@ from edgepack.runtimes.onnxruntime import (
 )
 
 if TYPE_CHECKING:
+    from edgepack.data.dataset import ArrayDataset
     from edgepack.models.bundle import ModelBundle
 
 PROVIDER_NAMES = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -60,6 +61,8 @@ INT8_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 # session settings an artifact may carry (Artifact.session_options), as the app sets them on its session
 SESSION_SETTINGS = ("providers", "device_id", "trt_fp16_enable", "trt_int8_enable")
 NO_DEVICE = "none"
+FP16_MAX = 65504.0  # the largest finite float16
+FP16_CHECK_SAMPLES = 16  # calibration samples run through the fp32 file to find values beyond fp16's range
 
 
 @dataclass(frozen=True)
@@ -149,10 +152,17 @@ class OnnxRuntimeGpu(RuntimeBase):
                 raise ToolError(f"{self.name} {request.precision} is made from its fp32 artifact")
             dynamic = bool(parent.dynamic_batch)
             if request.precision == "fp16":
+                overflowing = fp16_overflows(Path(parent.path), request.calibration)
+                if overflowing:
+                    notes.append(f"kept in fp32 because they make or read values beyond fp16's range ({FP16_MAX:g}) on "
+                                 f"{FP16_CHECK_SAMPLES} calibration samples: "
+                                 + ", ".join(f"{node} (up to {peak:.3g})" for node, peak in overflowing.items()))
                 with atomic_path(final) as tmp:
-                    kept = convert_to_fp16(Path(parent.path), tmp, options.keep_fp32_ops)
+                    kept = convert_to_fp16(Path(parent.path), tmp, options.keep_fp32_ops, tuple(overflowing))
                 scheme = ("fp16: weights and activations in float16, inputs and outputs float32"
-                          + (f"; kept in fp32: {', '.join(f'{op} ({n})' for op, n in kept.items())}" if kept else ""))
+                          + (f"; kept in fp32: {', '.join(f'{op} ({n})' for op, n in kept.items())}" if kept else "")
+                          + (f"; {len(overflowing)} node(s) handling values beyond fp16's range kept in fp32"
+                             if overflowing else ""))
                 export_path = "onnxruntime's float16 converter on the fp32 file"
                 settings["trt_fp16_enable"] = "1"
             else:
@@ -287,10 +297,54 @@ def gpu_facts(provider: str, device_id: int, memory_before: int | None) -> dict[
     }
 
 
-def convert_to_fp16(fp32: Path, out: Path, keep_fp32_ops: Sequence[str]) -> dict[str, int]:
+def fp16_overflows(fp32: Path, data: ArrayDataset | None) -> dict[str, float]:
+    """{node name: largest magnitude} of the nodes of the fp32 file that make or read a float tensor exceeding fp16's
+    largest value on the first calibration samples (every intermediate tensor made a graph output and run on ONNX
+    Runtime's CPU provider): in fp16 that tensor would be infinite, so those nodes must stay in fp32. A node the
+    exporter left unnamed cannot be named to the converter and is not listed."""
+    import onnx
+    import onnxruntime as ort
+
+    if data is None:
+        return {}
+    model = onnx.load(str(fp32))
+    inferred = onnx.shape_inference.infer_shapes(model)
+    floats = {v.name for v in (*inferred.graph.value_info, *inferred.graph.output)
+              if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    producer: dict[str, str] = {}
+    listed = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        for name in node.output:
+            if name in floats and node.name:
+                producer[name] = node.name
+                if name not in listed:
+                    model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    values = session_runner(session, fp32)([a[:FP16_CHECK_SAMPLES] for a in data.arrays])
+    consumers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            if node.name:
+                consumers.setdefault(name, []).append(node.name)
+    found: dict[str, float] = {}
+    for meta, value in zip(session.get_outputs(), values):
+        if meta.name not in producer or not value.size:
+            continue
+        finite = value[np.isfinite(value)]
+        peak = float(np.max(np.abs(finite))) if finite.size else 0.0
+        if peak > FP16_MAX:  # the tensor itself must stay fp32: the node making it, and every node reading it
+            for node in (producer[meta.name], *consumers.get(meta.name, ())):
+                found[node] = max(peak, found.get(node, 0.0))
+    return found
+
+
+def convert_to_fp16(fp32: Path, out: Path, keep_fp32_ops: Sequence[str],
+                    keep_fp32_nodes: Sequence[str] = ()) -> dict[str, int]:
     """The fp32 file in float16 by ONNX Runtime's converter, inputs and outputs left float32 (the app feeds the same
-    arrays), the converter's ops without fp16 kernels and `keep_fp32_ops` left in fp32. Returns {op: count} of the
-    nodes kept in fp32."""
+    arrays), the converter's ops without fp16 kernels, `keep_fp32_ops` and the nodes named in `keep_fp32_nodes` left
+    in fp32. Returns {op: count} of the nodes kept in fp32 by their op type."""
     import onnx
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
@@ -302,6 +356,42 @@ def convert_to_fp16(fp32: Path, out: Path, keep_fp32_ops: Sequence[str]) -> dict
             kept[node.op_type] = kept.get(node.op_type, 0) + 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the converter warns for every value it clamps into fp16's range
-        converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked)
+        converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked,
+                                             node_block_list=list(keep_fp32_nodes))
+    _drop_fp16_round_trips(converted.graph)
     onnx.save(converted, str(out))
     return dict(sorted(kept.items()))
+
+
+def _drop_fp16_round_trips(graph: Any) -> None:
+    """Remove each Cast to float16 whose only reader is a Cast back to float: the converter puts such a pair between
+    two nodes it keeps in fp32, and the pair would squeeze the very values that had to stay fp32 through fp16 (an
+    overflow to infinity). Without the pair the value passes in fp32, as the nodes on both sides compute."""
+    import onnx
+
+    def cast_to(node: Any) -> int | None:
+        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    dropped: set[str] = set()
+    for down in [n for n in graph.node if cast_to(n) == onnx.TensorProto.FLOAT16]:
+        after = readers.get(down.output[0], [])
+        if down.output[0] in outputs or len(after) != 1 or cast_to(after[0]) != onnx.TensorProto.FLOAT:
+            continue
+        up = after[0]
+        if up.output[0] in outputs:
+            continue
+        for reader in readers.get(up.output[0], []):  # read the fp32 value the pair was made from
+            for i, name in enumerate(reader.input):
+                if name == up.output[0]:
+                    reader.input[i] = down.input[0]
+        dropped |= {down.output[0], up.output[0]}
+        graph.node.remove(down)
+        graph.node.remove(up)
+    kept = [v for v in graph.value_info if v.name not in dropped]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import numpy_helper
 
 from edgepack.device import nvidia
@@ -84,6 +85,41 @@ def test_fp16_keeps_the_numerically_sensitive_ops_in_fp32(runtime, transformer_b
     x = token_data[1].arrays[0][:32]
     reference = eager(transformer_bundle, x)
     assert np.abs(on_cpu(runtime, fp16, x) - reference).max() < 2e-2 * np.abs(reference).max()
+
+
+class LargeInside(torch.nn.Module):
+    """Scales its hidden values far beyond fp16's largest value (65504), then back: fine in fp32, infinite in fp16."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(8, 8)
+        self.head = torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(self.fc(x)) * 40000.0
+        return self.head(hidden * 4.0 / 160000.0)
+
+
+def test_nodes_whose_outputs_leave_fp16s_range_stay_in_fp32(runtime, make_bundle, eager, tmp_path):
+    from edgepack.data.dataset import ArrayDataset
+    from edgepack.runtimes.onnxruntime_gpu import convert_to_fp16
+
+    bundle = make_bundle(LargeInside().eval(), (1, 8), "large-inside")
+    x = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    fp32 = runtime.export(bundle, ExportRequest("fp32", tmp_path))
+    fp16 = runtime.export(bundle, ExportRequest("fp16", tmp_path, calibration=ArrayDataset("random", x),
+                                                parent=fp32))
+    assert any("make or read values beyond fp16's range (65504)" in note for note in fp16.notes), fp16.notes
+    assert "node(s) handling values beyond fp16's range kept in fp32" in fp16.scheme
+    reference = eager(bundle, x)
+    got = on_cpu(runtime, fp16, x)
+    assert np.isfinite(got).all() and np.abs(got - reference).max() < 1e-2 * np.abs(reference).max()
+    # the same conversion without those nodes kept in fp32: the hidden values overflow and the output is lost
+    naive = tmp_path / "naive-fp16.onnx"
+    convert_to_fp16(Path(fp32.path), naive, KEEP_FP32_OPS)
+    lost = runtime.load(naive, 1, {"providers": "cpu"})([x])[0]
+    assert not np.isfinite(lost).all() or np.abs(lost - reference).max() > 0.1 * np.abs(reference).max()
 
 
 def test_int8_is_symmetric_qdq_on_weighted_ops_for_tensorrt(runtime, wide_files, wide_bundle, eager, digits_split):
