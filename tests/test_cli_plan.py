@@ -60,6 +60,16 @@ def test_a_model_within_its_budgets_gets_no_compression(tmp_path):
     assert data["recipe"] == [] and yaml.safe_load(recipe.read_text()) == [] and parse_recipe(recipe) == []
 
 
+def test_the_cuda_target_is_planned_without_a_gpu_from_a_build_that_measures_nothing():
+    code, output, data = plan(["--model", "zoo:digits-cnn", "--target", "cuda", "--device", "none", "--budget",
+                               "20KB"])
+    assert code == 0, output
+    assert "prune" in data["recipe"][0]
+    code, output, _ = plan(["--model", "zoo:digits-cnn", "--target", "cuda", "--device", "none", "--max-latency",
+                            "5ms"])
+    assert code == 2 and "--device none measures nothing, so the latency (p90) budget cannot be judged" in output
+
+
 @pytest.mark.slow
 def test_a_transformer_gets_block_dropping_and_int8_that_spares_attention():
     code, output, data = plan(["--model", "zoo:digits-vit", "--budget", "40KB"])

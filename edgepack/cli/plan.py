@@ -27,6 +27,8 @@ from edgepack.cli.options import LATENCY_STAT_CHOICE, budget_options, budgets_gi
 @click.option("--calibration", metavar="DATA", help="INT8 calibration data for the plain build (as for build).")
 @click.option("--threads", type=int, help="Intra-op threads for the plain build's measurements.")
 @click.option("--runs", type=int, help="Timed runs per artifact in the plain build.")
+@click.option("--device", metavar="host|gpu[:N]|none", help="Where the plain build measures (as for build; none: "
+              "size and accuracy only, e.g. for the cuda target without a GPU).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the recipe here (YAML); "
               "default: print it.")
 @click.option("--json", "as_json", is_flag=True, help="Print family, evidence, decisions and recipe as JSON.")
@@ -34,7 +36,7 @@ from edgepack.cli.options import LATENCY_STAT_CHOICE, budget_options, budgets_gi
 def command(model_spec: str, factory: Optional[str], trust_checkpoint: bool, input_shape: Optional[str], task: str,
             target: str, runtimes: tuple[str, ...], latency_stat: Optional[str], eval_data: Optional[str],
             train: Optional[str], calibration: Optional[str], threads: Optional[int], runs: Optional[int],
-            out: Optional[Path], as_json: bool, quiet: bool, **options: Any) -> None:
+            device: Optional[str], out: Optional[Path], as_json: bool, quiet: bool, **options: Any) -> None:
     """Propose a compression recipe for budgets: the plain build is measured first, then each decision (from the
     model's architecture family, the target's runtimes and the budgets it misses) is printed with its reason."""
     from edgepack.cli.output import Output
@@ -55,7 +57,7 @@ def command(model_spec: str, factory: Optional[str], trust_checkpoint: bool, inp
         request = BuildRequest(model=model_request(model_spec, factory, trust_checkpoint, input_shape, task=task),
                                target=target, runtimes=runtime_list, calibration=calibration, eval=eval_data,
                                train=train, threads=threads, runs=runs, out=Path(scratch) / "plain",
-                               budgets=budgets, bundle=False)
+                               budgets=budgets, bundle=False, device=device)
         build_plan = plan(request, target_file)  # every model-free check first
 
         from edgepack.inspection import inspect_model
