@@ -186,7 +186,7 @@ def plan(request: BuildRequest, target: Optional[Target] = None) -> BuildPlan:
         eval=request.eval, train=request.train,
         needs_training=bool(request.passes) or qat is not None,
     )
-    measure = _measure_plan(request, target, runtimes, warnings)
+    measure = _measure_plan(request, target, runtimes, budgets, warnings)
     if auto and not measure.measures:
         raise UsageError("--runtime auto ships the fastest runtime, which needs measuring; drop --device none")
     if request.out is not None:
@@ -365,7 +365,7 @@ def _calibration_samples(given: Optional[int], runtimes: Sequence[PlannedRuntime
 
 
 def _measure_plan(request: BuildRequest, target: Target, runtimes: Sequence[PlannedRuntime],
-                  warnings: list[str]) -> MeasurePlan:
+                  budgets: Sequence[Budget], warnings: list[str]) -> MeasurePlan:
     for option, value in (("--threads", request.threads), ("--runs", request.runs)):
         if value is not None and value < 1:
             raise UsageError(f"{option} {value}: use 1 or more")
@@ -378,14 +378,11 @@ def _measure_plan(request: BuildRequest, target: Target, runtimes: Sequence[Plan
     if not device.startswith("adb") and request.runners:
         raise UsageError("--runner is for measuring on a phone; add --device adb (or adb:SERIAL), or drop --runner")
     if device == NO_DEVICE or device == "gpu" or device.startswith("gpu:"):
-        return _gpu_or_no_measure_plan(request, target, runtimes, device, threads, runs, warnings)
+        return _gpu_or_no_measure_plan(target, runtimes, budgets, device, threads, runs, warnings)
     if device == "host":
-        for rt in runtimes:
-            from edgepack.runtimes import runtime_class
-
-            reason = runtime_class(rt.name)().measuring_unavailable("host")
-            if reason:
-                raise UsageError(f"--device host: {reason}")
+        reason = _measuring_unavailable(runtimes, "host")
+        if reason:
+            raise UsageError(f"--device host: {reason}")
         cpus = os.cpu_count() or 1
         measured = min(threads, cpus)
         if threads > cpus:
@@ -402,14 +399,13 @@ def _measure_plan(request: BuildRequest, target: Target, runtimes: Sequence[Plan
     return MeasurePlan(f"adb:{phone.serial}", threads, runs, target.warmup, target.latency_stat, runners)
 
 
-def _gpu_or_no_measure_plan(request: BuildRequest, target: Target, runtimes: Sequence[PlannedRuntime], device: str,
-                            threads: int, runs: int, warnings: list[str]) -> MeasurePlan:
+def _gpu_or_no_measure_plan(target: Target, runtimes: Sequence[PlannedRuntime], budgets: Sequence[Budget],
+                            device: str, threads: int, runs: int, warnings: list[str]) -> MeasurePlan:
     """--device gpu[:N]: every runtime must measure on that GPU here, or the build stops now (exit 2) rather than
     time the CPU and call it the GPU. --device none: nothing is measured, so no latency or memory budget can hold."""
-    from edgepack.runtimes import runtime_class
 
     if device == NO_DEVICE:
-        timed = [b.name for b in _budgets(request, target) if b.metric in ("latency", "memory")]
+        timed = [b.name for b in budgets if b.metric in ("latency", "memory")]
         if timed:
             raise UsageError(f"--device none measures nothing, so the {timed[0]} budget cannot be judged; drop it, "
                              f"or measure (--device gpu)")
@@ -417,12 +413,19 @@ def _gpu_or_no_measure_plan(request: BuildRequest, target: Target, runtimes: Seq
                         "numerics checked on the CPU; no latency or memory figure exists for them")
         return MeasurePlan(NO_DEVICE, threads, runs, target.warmup, target.latency_stat, app_threads=threads)
     device = "gpu:0" if device == "gpu" else device
-    for rt in runtimes:
-        reason = runtime_class(rt.name)().measuring_unavailable(device)
-        if reason:
-            raise MissingDependency(f"cannot measure on {device}: {reason}; --device none builds the artifacts and "
-                                    f"checks their numerics on the CPU, without measuring")
+    reason = _measuring_unavailable(runtimes, device)
+    if reason:
+        raise MissingDependency(f"cannot measure on {device}: {reason}; --device none builds the artifacts and "
+                                f"checks their numerics on the CPU, without measuring")
     return MeasurePlan(device, threads, runs, target.warmup, target.latency_stat, app_threads=threads)
+
+
+def _measuring_unavailable(runtimes: Sequence[PlannedRuntime], device: str) -> Optional[str]:
+    """The first runtime's reason it cannot measure on `device` here; None when every one can."""
+    from edgepack.runtimes import runtime_class
+
+    reasons = (runtime_class(rt.name)().measuring_unavailable(device) for rt in runtimes)
+    return next((r for r in reasons if r), None)
 
 
 def _phone_runners(device: str, target: Target, runtimes: Sequence[PlannedRuntime],

@@ -131,13 +131,8 @@ class OnnxRuntime(RuntimeBase):
                 settings = self._settings_that_agree(tmp, request, notes, _float_layer_settings(request, notes))
             # quantization keeps the graph's input shapes: the int8 file has its parent's batch axis
             dynamic = parent.dynamic_batch if parent.dynamic_batch is not None else _fixed_batch(final) is None
-        inputs, outputs = onnx_io_specs(final)
-        artifact = self.describe_file(final, request, inputs=inputs, outputs=outputs, scheme=scheme,
-                                      dynamic_batch=dynamic, ops=op_census(op_counts(final)),
-                                      float_ops=op_census(float_compute_ops(final)) if request.precision == "int8"
-                                      else (),
-                                      simplification=simplification, calibration=calibration, notes=notes,
-                                      weight_census=onnx_weight_census(final))
+        artifact = describe_onnx(self, final, request, scheme=scheme, dynamic_batch=dynamic,
+                                 simplification=simplification, calibration=calibration, notes=notes)
         return dataclasses.replace(artifact, session_options=settings, export_path=export_path)
 
     def _settings_that_agree(self, path: Path, request: ExportRequest, notes: list[str],
@@ -573,22 +568,37 @@ def simplify_if_equal(path: Path, bundle: ModelBundle, notes: list[str]) -> Simp
 
 
 # ---- reading .onnx files ------------------------------------------------------------------------------------------
+def describe_onnx(runtime: RuntimeBase, path: Path, request: ExportRequest, **record: Any) -> Artifact:
+    """The Artifact record of an .onnx file a runtime just wrote, its graph read once: inputs and outputs, the op
+    census and, for int8, the weighted ops left in float and the weight census. `record`: describe_file's other
+    fields (scheme, dynamic_batch, notes, ...)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    int8 = request.precision == "int8"
+    inputs, outputs = _io_specs(graph)
+    return runtime.describe_file(path, request, inputs=inputs, outputs=outputs, ops=op_census(_op_counts(graph)),
+                                 float_ops=op_census(_float_compute_ops(graph)) if int8 else (),
+                                 weight_census=_weight_census(graph) if int8 else None, **record)
+
+
 def op_counts(path: Path) -> dict[str, int]:
     import onnx
 
+    return _op_counts(onnx.load(str(path), load_external_data=False).graph)
+
+
+def _op_counts(graph: Any) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for node in onnx.load(str(path), load_external_data=False).graph.node:
+    for node in graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return dict(sorted(counts.items()))
 
 
-def float_compute_ops(path: Path) -> dict[str, int]:
+def _float_compute_ops(graph: Any) -> dict[str, int]:
     """{op: count} of the weighted operators of an int8 graph that still compute in float: they read their weight
     straight from a float initializer, neither dequantized from 8 bits (static QDQ) nor rewritten to an integer
     kernel (dynamic INT8). A MatMul of two activations (attention's scores) has no weight and is not counted."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
     weights = {t.name for t in graph.initializer}
     counts: dict[str, int] = {}
     for node in graph.node:
@@ -597,11 +607,10 @@ def float_compute_ops(path: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def onnx_weight_census(path: Path) -> tuple[int, int]:
+def _weight_census(graph: Any) -> tuple[int, int]:
     """Weight values in 8 bits vs otherwise, over the graph's initializers."""
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
     return count_weights((tuple(t.dims), onnx.helper.tensor_dtype_to_np_dtype(t.data_type).name)
                          for t in graph.initializer)
 
@@ -636,10 +645,7 @@ def _tensor_specs(values: Any) -> tuple[TensorSpec, ...]:
     return tuple(specs)
 
 
-def onnx_io_specs(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+def _io_specs(graph: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """The graph's real inputs (initializers excluded) and outputs."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
     inits = {i.name for i in graph.initializer}
     return _tensor_specs(i for i in graph.input if i.name not in inits), _tensor_specs(graph.output)

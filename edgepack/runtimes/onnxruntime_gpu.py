@@ -29,18 +29,14 @@ from edgepack.runtimes.base import (
     Session,
     TimedSession,
     checked_load,
-    op_census,
     option,
     typed_options,
 )
 from edgepack.runtimes.onnxruntime import (
     BOOLEANS,
     ONNX_FEED_TYPES,
+    describe_onnx,
     distribution_conflict,
-    float_compute_ops,
-    onnx_io_specs,
-    onnx_weight_census,
-    op_counts,
     quantize_static_qdq,
     session_runner,
     write_fp32_onnx,
@@ -177,13 +173,8 @@ class OnnxRuntimeGpu(RuntimeBase):
                 export_path = "onnxruntime.quantization on the fp32 file"
                 # explicit quantization: TensorRT takes the scales from the QDQ nodes, no calibration table
                 settings.update(trt_int8_enable="1", trt_fp16_enable="1")
-        int8 = request.precision == "int8"
-        inputs, outputs = onnx_io_specs(final)
-        artifact = self.describe_file(final, request, inputs=inputs, outputs=outputs, scheme=scheme,
-                                      dynamic_batch=dynamic, ops=op_census(op_counts(final)),
-                                      float_ops=op_census(float_compute_ops(final)) if int8 else (),
-                                      simplification=simplification, calibration=calibration, notes=notes,
-                                      weight_census=onnx_weight_census(final) if int8 else None)
+        artifact = describe_onnx(self, final, request, scheme=scheme, dynamic_batch=dynamic,
+                                 simplification=simplification, calibration=calibration, notes=notes)
         return dataclasses.replace(artifact, session_options=settings, export_path=export_path)
 
     # ---- run ----------------------------------------------------------------------------------------------------
@@ -199,7 +190,8 @@ class OnnxRuntimeGpu(RuntimeBase):
         from edgepack.device.nvidia import device_memory_used
 
         device_id = int((settings or {}).get("device_id", "0"))
-        before = device_memory_used(device_id)
+        on_gpu = any(p != "cpu" for p in (settings or {}).get("providers", "cpu").split(","))
+        before = device_memory_used(device_id) if on_gpu else None  # read before the session takes any
         session = self._session(path, threads, settings)
         provider = session.get_providers()[0]
         where = "cuda" if provider in GPU_PROVIDERS else "cpu"
