@@ -182,6 +182,8 @@ def pool_measurements(rounds: Sequence[Measurement], note: str) -> Measurement:
         first_run_ms=median_of([m.first_run_ms for m in rounds]),
         peak_rss_bytes=None if peak is None else int(peak), baseline_rss_bytes=first.baseline_rss_bytes,
         peak_over_baseline_bytes=None if over is None else int(over), versions=first.versions,
+        accelerator=first.accelerator,  # a GPU's re-measure keeps what ran it and the GPU memory budgets judge
+        device_memory_bytes=None if (gpu := median_of([m.device_memory_bytes for m in rounds])) is None else int(gpu),
         notes=(*first.notes, note), samples_ms=tuple(samples),
         process_runs=tuple(n for m in rounds for n in (m.process_runs or (len(m.samples_ms),))))
 
