@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from edgepack.errors import UsageError
+from edgepack.fileio import sha256_file
 
 DEFAULT_MAX_BYTES = 2 * 1024 ** 3
 ENV = "EDGEPACK_CACHE"
@@ -105,11 +106,7 @@ def data_digest(spec: Optional[str]) -> Optional[str]:
         return None
     path = Path(spec)
     if path.is_file():
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return sha256_file(path)
     if path.is_dir():
         listing = sorted((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns)
                          for f in path.rglob("*") if f.is_file())

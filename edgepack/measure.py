@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence
 
 from edgepack.errors import ToolError
 from edgepack.records import Measurement
-from edgepack.stats import percentile, std
+from edgepack.stats import latency_summary, percentile
 
 if TYPE_CHECKING:
     import numpy as np
@@ -151,14 +151,6 @@ def measure_artifact(artifact_name: str, path: Path, inputs: Sequence["np.ndarra
         accelerator=str(facts.get("accelerator") or ""),
         device_memory_bytes=None if facts.get("device_memory_bytes") is None else int(facts["device_memory_bytes"]),
     )
-
-
-def latency_summary(samples: Sequence[float]) -> dict[str, Any]:
-    """The Measurement fields that summarise latency runs (runs, p50/p90/p99, mean, std, min, max), in ms."""
-    ordered = sorted(samples)
-    return {"runs": len(ordered), "p50_ms": percentile(ordered, 50), "p90_ms": percentile(ordered, 90),
-            "p99_ms": percentile(ordered, 99), "mean_ms": sum(ordered) / len(ordered), "std_ms": std(ordered),
-            "min_ms": ordered[0], "max_ms": ordered[-1]}
 
 
 def pool_measurements(rounds: Sequence[Measurement], note: str) -> Measurement:

@@ -28,7 +28,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+from edgepack.executors import BuildFailure
 from edgepack.records import Record
+from edgepack.strategy import SHRINK_METRICS
 
 if TYPE_CHECKING:
     from edgepack.cache import BuildCache
@@ -41,7 +43,6 @@ if TYPE_CHECKING:
 
 PRUNE_RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.75)
 LOWRANK_ENERGIES = (0.95, 0.9, 0.8, 0.7)
-SHRINK_METRICS = ("size", "latency", "memory")
 SEARCHED_METRICS = (*SHRINK_METRICS, "accuracy_drop")  # the budgets a recipe can be searched for
 
 
@@ -132,15 +133,14 @@ class Search:
     def build(self, passes: Sequence["PassConfig"], where: Path) -> tuple["Report", bool]:
         """(report, served from the cache) of the request with these passes, its files in `where`."""
         (outcome,) = self.build_many([tuple(passes)], [where])
-        if isinstance(outcome, _Failed):
+        if isinstance(outcome, BuildFailure):
             raise _failure(outcome)
         return outcome
 
     def build_many(self, recipes: Sequence[tuple["PassConfig", ...]],
                    places: Sequence[Path]) -> list[Any]:
-        """Each recipe built into its place: (report, cached) or _Failed, in order. Cache hits are served here;
+        """Each recipe built into its place: (report, cached) or BuildFailure, in order. Cache hits are served here;
         the rest go to the executor together (a Ray executor runs them side by side)."""
-        from edgepack.executors import BuildFailure
         from edgepack.gates import judge
         from edgepack.plan import plan
         from edgepack.report.reading import read_report
@@ -161,7 +161,7 @@ class Search:
                 pending.append((n, key))
         for (n, key), outcome in zip(pending, self.executor.run(jobs) if jobs else []):
             if isinstance(outcome, BuildFailure):
-                outcomes[n] = _Failed(outcome.message, outcome.exit_code)
+                outcomes[n] = outcome
                 continue
             where = places[n]
             if self.cache is not None:
@@ -255,7 +255,7 @@ class Search:
                                            [scratch / f"candidate-{i}" for i in todo])
             seconds = (time.perf_counter() - t0) / len(todo)
             for i, outcome in zip(todo, outcomes):
-                if isinstance(outcome, _Failed):
+                if isinstance(outcome, BuildFailure):
                     if i == 0:  # the plain build itself fails: as a build without --auto would
                         raise _failure(outcome)
                     results[i] = CandidateResult(i, space[i].label, space[i].recipe, False,
@@ -342,13 +342,7 @@ class Search:
         return report, search
 
 
-@dataclass(frozen=True)
-class _Failed:
-    message: str
-    exit_code: int
-
-
-def _failure(failed: _Failed) -> Exception:
+def _failure(failed: BuildFailure) -> Exception:
     from edgepack.errors import EdgepackError
 
     class CandidateBuildFailed(EdgepackError):

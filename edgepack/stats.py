@@ -32,6 +32,15 @@ def std(samples: Sequence[float]) -> float:
     return (sum((s - mean) ** 2 for s in samples) / max(1, len(samples) - 1)) ** 0.5
 
 
+def latency_summary(samples: Sequence[float]) -> dict[str, Any]:
+    """The fields that summarise latency runs (runs, p50/p90/p99, mean, std, min, max), in ms: a Measurement's and
+    a phone runner's alike."""
+    ordered = sorted(float(s) for s in samples)
+    return {"runs": len(ordered), "p50_ms": percentile(ordered, 50), "p90_ms": percentile(ordered, 90),
+            "p99_ms": percentile(ordered, 99), "mean_ms": sum(ordered) / len(ordered), "std_ms": std(ordered),
+            "min_ms": ordered[0], "max_ms": ordered[-1]}
+
+
 @dataclass(frozen=True)
 class Interval:
     """A confidence interval of one statistic of the samples."""

@@ -136,15 +136,9 @@ def parse_benchmark_model(text: str) -> RunnerStats:
 # ---- shared ---------------------------------------------------------------------------------------------------------
 def summarise(samples: Sequence[float]) -> dict:
     """p50/p90/p99/mean/std/min/max of per-run latencies (ms), as RunnerStats fields."""
-    from edgepack.stats import percentile
+    from edgepack.stats import latency_summary
 
-    ordered = sorted(float(s) for s in samples)
-    n = len(ordered)
-    mean = sum(ordered) / n
-    std = (sum((s - mean) ** 2 for s in ordered) / max(1, n - 1)) ** 0.5
-    return {"runs": n, "p50_ms": percentile(ordered, 50), "p90_ms": percentile(ordered, 90),
-            "p99_ms": percentile(ordered, 99), "mean_ms": mean, "std_ms": std, "min_ms": ordered[0],
-            "max_ms": ordered[-1]}
+    return latency_summary(samples)
 
 
 def _fields(text: str) -> dict[str, float]:

@@ -135,10 +135,6 @@ def keep_float_by_filter(quantizer: Any, bundle: ModelBundle, keep: tuple[str, .
     return quantizer.set_filter_function(lambda node: not any(f(node) for f in inside))
 
 
-def mixed_scheme(keep: tuple[str, ...]) -> str:
-    return f"; {len(keep)} layer(s) kept in float ({', '.join(keep)})" if keep else ""
-
-
 def weighted_layer_types() -> tuple[type, ...]:
     """The module types `quantize_with_fallback` quantizes when the whole graph cannot be."""
     from torch import nn

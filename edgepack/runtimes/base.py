@@ -337,6 +337,11 @@ def op_census(counts: Mapping[str, int]) -> tuple[OpCount, ...]:
     return tuple(OpCount(op, int(n)) for op, n in sorted(counts.items()))
 
 
+def mixed_scheme(keep: tuple[str, ...]) -> str:
+    """The clause an int8 scheme gains when layers were kept in float (a rescue, --keep-float)."""
+    return f"; {len(keep)} layer(s) kept in float ({', '.join(keep)})" if keep else ""
+
+
 def calibration_info(calibration: ArrayDataset | None, samples: int) -> CalibrationInfo | None:
     return None if calibration is None else CalibrationInfo(source=calibration.name, samples=samples)
 

@@ -23,6 +23,7 @@ from edgepack.runtimes.base import (
     RuntimeBase,
     checked_load,
     count_weights,
+    mixed_scheme,
     RuntimeOptions,
     Session,
     op_census,
@@ -285,7 +286,7 @@ def _quantize(fp32: Path, out: Path, request: ExportRequest, options: OnnxRuntim
             quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8,
                              op_types_to_quantize=["MatMul", "Gemm"], per_channel=False, nodes_to_exclude=excluded)
         return ("dynamic INT8: MatMul/Gemm weights int8 per-tensor, activations quantized at run time"
-                + _mixed(request)), None
+                + mixed_scheme(request.keep_float)), None
     return _quantize_static(fp32, out, request, options, notes, bundle)
 
 
@@ -296,7 +297,7 @@ def _quantize_static(fp32: Path, out: Path, request: ExportRequest, options: Onn
     a = "u8" if options.activation_type == "uint8" else "s8"
     w = "s8" if options.weight_type == "int8" else "u8"
     scheme = f"static QDQ: {a} activations, {'per-channel' if options.per_channel else 'per-tensor'} {w} weights"
-    return scheme + _mixed(request), calibration
+    return scheme + mixed_scheme(request.keep_float), calibration
 
 
 def quantize_static_qdq(fp32: Path, out: Path, request: ExportRequest, notes: list[str], bundle: ModelBundle, *,
@@ -367,11 +368,6 @@ def quantize_static_qdq(fp32: Path, out: Path, request: ExportRequest, notes: li
 KEEP_FLOAT_SETTINGS = {"disabled_optimizers": "WeightBiasQuantization"}
 WEIGHTED_ONNX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 SAME_WEIGHT_COSINE = 0.9999
-
-
-def _mixed(request: ExportRequest) -> str:
-    n = len(request.keep_float)
-    return f"; {n} layer(s) kept in float ({', '.join(request.keep_float)})" if n else ""
 
 
 def _float_layer_settings(request: ExportRequest, notes: list[str]) -> dict[str, str]:
