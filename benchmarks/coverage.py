@@ -39,10 +39,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Optional
+
+from _digits_weights import LOAD_TRAINED, train_and_save  # benchmarks/ is on sys.path when a script runs
 
 TARGETS = {"x86-cpu": ("onnxruntime",), "android-arm64": ("executorch", "litert")}
 
@@ -152,9 +154,9 @@ class Conv1dNet(nn.Module):
 
 TEXT_LSTM = '''
 class TextLSTM(nn.Module):
-    """Embedding + LSTM over 24 token ids: the classic on-device text classifier."""
+    """Embedding + LSTM over 32 token ids: the classic on-device text classifier."""
 
-    def __init__(self, vocab=500, classes=4):
+    def __init__(self, vocab=500, classes=10):
         super().__init__()
         self.embed = nn.Embedding(vocab, 32)
         self.rnn = nn.LSTM(32, 48, batch_first=True)
@@ -167,7 +169,7 @@ class TextLSTM(nn.Module):
 
 def build():
     torch.manual_seed(0)
-    return TextLSTM().eval(), torch.randint(0, 500, (1, 24))
+    return TextLSTM().eval(), torch.randint(0, 500, (1, 32))
 '''
 
 WAV2VEC2 = '''
@@ -177,10 +179,10 @@ def build():
     torch.manual_seed(0)
     config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                             conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_feat_extract_layers=2,
-                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, num_labels=4,
+                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, num_labels=10,
                             do_stable_layer_norm=True, feat_extract_norm="layer")
     model = Wav2Vec2ForSequenceClassification(config).eval()
-    return model, {"input_values": torch.randn(1, 4000, generator=torch.Generator().manual_seed(1))}
+    return model, {"input_values": torch.randn(1, 1024, generator=torch.Generator().manual_seed(1))}
 '''
 
 UNET = '''
@@ -240,12 +242,12 @@ MODELS: dict[str, str] = {
     "unet": plain(UNET, "UNet()", "1, 3, 32, 32"),
     "bert": hf_text("BertConfig", "BertForSequenceClassification",
                     "vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, "
-                    "intermediate_size=64, max_position_embeddings=64, num_labels=3", 1000, 32),
+                    "intermediate_size=64, max_position_embeddings=64, num_labels=10", 1000, 32),
     "distilbert": hf_text("DistilBertConfig", "DistilBertForSequenceClassification",
                           "vocab_size=1000, dim=32, n_layers=2, n_heads=2, hidden_dim=64, "
-                          "max_position_embeddings=64, num_labels=3", 1000, 32),
+                          "max_position_embeddings=64, num_labels=10", 1000, 32),
     "text-lstm": TEXT_LSTM,
-    # 4000 samples of raw audio (a quarter second at 16 kHz) through two conv feature layers and two transformer layers
+    # 1024 samples of raw audio (64 ms at 16 kHz) through two conv feature layers and two transformer layers
     "wav2vec2": WAV2VEC2,
 }
 QUICK = ("resnet", "gru", "bert")
@@ -259,6 +261,7 @@ class Build:
     seconds: Optional[float]
     report: Optional[dict]
     error: str  # the one-line error on stderr for exit codes 1 and 2
+    weights: str = "random weights"  # or how it was trained on digits
 
 
 def edgepack_command() -> list[str]:
@@ -298,13 +301,15 @@ def failed_runtimes(error: str) -> dict[str, str]:
     return {parts[i]: re.sub(rf"^{parts[i]}: ", "", parts[i + 1]) for i in range(1, len(parts) - 1, 2)}
 
 
-def run_build(name: str, target: str, workdir: Path, timeout: float) -> Build:
+def run_build(name: str, target: str, workdir: Path, timeout: float, data: tuple[Path, Path] | None) -> Build:
+    """One `edgepack build` of the model file written by `write_model` (with digits data when `data` is given)."""
     model_file = workdir / f"{name}.py"
-    model_file.write_text(PRELUDE + MODELS[name])
     out = workdir / f"{name}-{target}"
     cmd = edgepack_command() + [
         "build", "--model", f"{model_file}:build", "--target", target, "--threads", "1", "--runs", "5",
         "--no-bundle", "--allow-partial", "--json", "--quiet", "--out", str(out)]
+    if data is not None:
+        cmd += ["--calibration", str(data[0]), "--eval", str(data[1])]
     start = time.perf_counter()
     # Own session, so a timeout ends the measuring children too, not only the CLI process.
     proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -326,6 +331,18 @@ def run_build(name: str, target: str, workdir: Path, timeout: float) -> Build:
     return Build(name, target, str(proc.returncode), seconds, report, error)
 
 
+def write_model(name: str, workdir: Path, weights: str) -> tuple[tuple[Path, Path] | None, str]:
+    """Write the model file; with digits weights, train it first and return its (calibration, eval) data and a
+    note on the training."""
+    model_file = workdir / f"{name}.py"
+    model_file.write_text(PRELUDE + MODELS[name])
+    if weights == "random":
+        return None, "random weights"
+    calibration, evaluation, note = train_and_save(model_file, workdir)
+    model_file.write_text(PRELUDE + MODELS[name] + LOAD_TRAINED)
+    return (calibration, evaluation), note
+
+
 def runtime_cells(build: Build, runtime: str) -> tuple[str, str, str]:
     """(result, int8 top-1 agreement, int8 p50 vs fp32 p50) of one runtime in one build."""
     report = build.report
@@ -343,6 +360,10 @@ def runtime_cells(build: Build, runtime: str) -> tuple[str, str, str]:
     parity = {p["artifact"]: p for p in report.get("parity", [])}
     int8 = parity.get(f"{runtime}-int8")
     agreement = parity_cell(int8) if int8 else ""
+    accuracy = {a["artifact"]: a for a in report.get("accuracy", [])}
+    scores = [_accuracy_score(accuracy.get(f"{runtime}-{p}")) for p in ("int8", "fp32")]
+    if agreement and all(score is not None for score in scores):
+        agreement += f"; accuracy {scores[0]:.3f} int8, {scores[1]:.3f} fp32"
     p50 = {m["artifact"]: m["p50_ms"] for m in report.get("measurements", [])}
     q, f = p50.get(f"{runtime}-int8"), p50.get(f"{runtime}-fp32")
     if q is not None and f is not None:
@@ -352,6 +373,14 @@ def runtime_cells(build: Build, runtime: str) -> tuple[str, str, str]:
     else:
         latency = ""
     return result, agreement, latency
+
+
+def _accuracy_score(accuracy: Optional[dict]) -> Optional[float]:
+    """The task's accuracy figure of one report.json `accuracy` entry (top-1, or mean IoU for segmentation)."""
+    if accuracy is None:
+        return None
+    value = accuracy.get("value")
+    return value if value is not None else accuracy.get("top1")
 
 
 def parity_cell(parity: dict) -> str:
@@ -365,14 +394,14 @@ def parity_cell(parity: dict) -> str:
 
 
 def table(builds: list[Build]) -> str:
-    rows = ["| model | target | exit | wall s | runtime | result | int8 parity | int8 / fp32 p50 | stderr |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| model | weights | target | exit | wall s | runtime | result | int8 parity | int8 / fp32 p50 | stderr |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for b in builds:
         seconds = f"{b.seconds:.0f}" if b.seconds is not None else ""
         for runtime in TARGETS[b.target]:
             result, agreement, latency = runtime_cells(b, runtime)
-            rows.append(f"| {b.model} | {b.target} | {b.exit} | {seconds} | {runtime} | {result} | {agreement} "
-                        f"| {latency} | {one_line(b.error, 160)} |")
+            rows.append(f"| {b.model} | {b.weights} | {b.target} | {b.exit} | {seconds} | {runtime} | {result} "
+                        f"| {agreement} | {latency} | {one_line(b.error, 160)} |")
     return "\n".join(rows)
 
 
@@ -399,7 +428,11 @@ def main() -> None:
     parser.add_argument("--models", help=f"comma-separated subset of: {','.join(everything)}")
     parser.add_argument("--targets", help=f"comma-separated subset of: {','.join(TARGETS)}")
     parser.add_argument("--quick", action="store_true", help=f"only {','.join(QUICK)} (a fast check)")
-    parser.add_argument("--timeout", type=float, default=240, help="seconds per build (default 240)")
+    parser.add_argument("--timeout", type=float, default=600,
+                        help="seconds per build (default 600: a failed int8 artifact's rescue may take 300)")
+    parser.add_argument("--weights", choices=("digits", "random"), default="digits",
+                        help="digits (default): train each model briefly on digits and build with digits as "
+                             "calibration and eval data; random: seeded random weights and synthetic data")
     args = parser.parse_args()
     models = pick(args.models, everything, "model") or (list(QUICK) if args.quick else everything)
     targets = pick(args.targets, list(TARGETS), "target") or list(TARGETS)
@@ -408,15 +441,18 @@ def main() -> None:
     builds: list[Build] = []
     with tempfile.TemporaryDirectory(prefix="edgepack-coverage-") as tmp:
         for name in models:
+            data, weights = write_model(name, Path(tmp), args.weights)
+            print(f"{name}: {weights}", file=sys.stderr, flush=True)
             for target in targets:
-                b = run_build(name, target, Path(tmp), args.timeout)
+                b = replace(run_build(name, target, Path(tmp), args.timeout, data), weights=weights)
                 builds.append(b)
                 # Progress on stderr, so a long run can be followed while stdout keeps only the table.
                 print(f"{name} {target}: exit {b.exit} in {b.seconds:.0f} s", file=sys.stderr, flush=True)
     total = time.perf_counter() - began
 
     print(f"edgepack {version('edgepack')} · torch {version('torch')} · transformers {version('transformers')} · "
-          f"{os.cpu_count()} cores · --threads 1 --runs 5 --allow-partial · timeout {args.timeout:.0f} s per build\n")
+          f"{os.cpu_count()} cores · {args.weights} weights · --threads 1 --runs 5 --allow-partial · "
+          f"timeout {args.timeout:.0f} s per build\n")
     print(table(builds))
     print(f"\nTotal wall time: {total:.0f} s ({len(builds)} builds)")
 
