@@ -577,6 +577,7 @@ class RescueAttempt(Record):
     shortfall: str = ""  # why it is below the parity floor; "" when it meets the floor
     holds: bool = False  # meets the parity floor and every accuracy budget
     error: str = ""  # why the artifact could not be built or judged
+    simulated: bool = False  # judged in the int8 simulation only: it did not hold there, so it was not built
 
 
 @dataclass(frozen=True)
@@ -598,6 +599,9 @@ class Rescue(Record):
     outcome: str = ""  # one line: what happened
     seconds: float = 0.0
     stopped_at_s: Optional[float] = None  # the --rescue-time-limit that stopped the search; None: it ran its course
+    # the layers were ranked in the runtime's int8 simulation (layer scores and effects are the simulation's), not
+    # each built through the runtime; attempts say which were built
+    simulated: bool = False
 
 
 @dataclass(frozen=True)

@@ -50,9 +50,9 @@ class Judged:
     within_budgets: bool = True  # meets every accuracy budget
     holds: bool = False  # meets the parity floor and every accuracy budget
 
-    def attempt(self, layers: tuple[str, ...]) -> RescueAttempt:
+    def attempt(self, layers: tuple[str, ...], simulated: bool = False) -> RescueAttempt:
         return RescueAttempt(float_layers=layers, score=self.score, accuracy_drop=self.accuracy_drop,
-                             shortfall=self.shortfall, holds=self.holds)
+                             shortfall=self.shortfall, holds=self.holds, simulated=simulated)
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class Metric:
 
 
 BuildFn = Callable[[tuple[str, ...]], Artifact]  # the int8 artifact with these layers in float
+SimulateFn = Callable[[tuple[str, ...]], Judged]  # these layers in float in a simulation of the int8 program
 PreRankFn = Callable[[list[str]], Optional[dict[str, float]]]  # layer -> SQNR (dB) of its output; None: cannot
 JudgeFn = Callable[[Artifact], Judged]
 SayFn = Callable[[str], None]
@@ -115,10 +116,10 @@ def max_float_layers(layers: int) -> int:
     return int(layers * MAX_FLOAT_SHARE)
 
 
-def _try(build: BuildFn, judge: JudgeFn, layers: tuple[str, ...]) -> Judged | str:
-    """The judged artifact with `layers` in float, or why it could not be built or judged."""
+def _try(attempt: Callable[[tuple[str, ...]], Judged], layers: tuple[str, ...]) -> Judged | str:
+    """The judged artifact (or simulation) with `layers` in float, or why it could not be built or judged."""
     try:
-        return judge(build(layers))
+        return attempt(layers)
     except EdgepackError as exc:
         return one_line(exc)
     except Exception as exc:  # noqa: BLE001 - one attempt that fails is recorded; the plain artifact still stands
@@ -127,16 +128,20 @@ def _try(build: BuildFn, judge: JudgeFn, layers: tuple[str, ...]) -> Judged | st
 
 def rank(plain: Judged, layers: Sequence[tuple[str, str]], build: BuildFn, judge: JudgeFn, say: SayFn,
          pre_rank: Optional[PreRankFn] = None, metric_layers: Optional[int] = None,
-         out_of_time: Callable[[], bool] = lambda: False,
+         out_of_time: Callable[[], bool] = lambda: False, simulate: Optional[SimulateFn] = None,
          ) -> tuple[list[LayerSensitivity], dict[tuple[str, ...], Judged | str]]:
     """Each layer alone in float, built and judged through the runtime; most sensitive (largest recovery) first.
     With more layers than `metric_layers`, `pre_rank` (SQNR of each layer's output) picks the ones measured; the
     others follow, lowest SQNR first, then layers that could not be built. Once `out_of_time()`, the layers not yet
     measured are left unmeasured (ranked by SQNR alone). Also returns every result by its float layers, for the
-    greedy loop."""
+    greedy loop. With `simulate`, every layer is measured in the simulation instead (nothing is built; effects are
+    against the simulation's plain int8, `simulate(())`) and the returned results are empty."""
     metric_layers = METRIC_LAYERS if metric_layers is None else metric_layers
     sqnr: dict[str, float] = {}
-    if pre_rank is not None and len(layers) > metric_layers:
+    baseline = plain.score
+    if simulate is not None:
+        baseline = simulate(()).score  # raises when the simulation cannot run: the caller falls back to builds
+    elif pre_rank is not None and len(layers) > metric_layers:
         try:
             sqnr = pre_rank([name for name, _ in layers]) or {}
         except Exception as exc:  # noqa: BLE001 - the pre-rank only saves time: without it every layer is measured
@@ -147,18 +152,22 @@ def rank(plain: Judged, layers: Sequence[tuple[str, str]], build: BuildFn, judge
         say(f"sensitivity: {len(measured)} of {len(layers)} layers, those with the lowest int8 SQNR, are measured")
     judged: dict[tuple[str, ...], Judged | str] = {}
     found = []
-    for name, kind in layers:
+    for n, (name, kind) in enumerate(layers):
         if name not in measured or out_of_time():
             found.append(LayerSensitivity(layer=name, type=kind, score=None, effect=None, sqnr_db=sqnr.get(name)))
             continue
-        say(f"sensitivity {len(judged) + 1}/{len(measured)}: {name} in float")
-        result = judged[(name,)] = _try(build, judge, (name,))
+        if simulate is not None:
+            say(f"sensitivity {n + 1}/{len(layers)}, simulated: {name} in float")
+            result = _try(simulate, (name,))
+        else:
+            say(f"sensitivity {len(judged) + 1}/{len(measured)}: {name} in float")
+            result = judged[(name,)] = _try(lambda keep: judge(build(keep)), (name,))
         if isinstance(result, str):
             found.append(LayerSensitivity(layer=name, type=kind, score=None, effect=None, error=result,
                                           sqnr_db=sqnr.get(name)))
         else:
             found.append(LayerSensitivity(layer=name, type=kind, score=result.score,
-                                          effect=result.score - plain.score, sqnr_db=sqnr.get(name)))
+                                          effect=result.score - baseline, sqnr_db=sqnr.get(name)))
 
     def order(i: int) -> tuple[int, float, float, int]:
         layer = found[i]
@@ -172,10 +181,15 @@ def rank(plain: Judged, layers: Sequence[tuple[str, str]], build: BuildFn, judge
 
 def run(runtime: str, plain: Judged, module: Any, metric: Metric, reason: str, build: BuildFn, judge: JudgeFn,
         say: SayFn, rescue: bool, pre_rank: Optional[PreRankFn] = None,
-        metric_layers: Optional[int] = None, time_limit_s: float = TIME_LIMIT_S) -> tuple[Rescue, Optional[Judged]]:
+        metric_layers: Optional[int] = None, time_limit_s: float = TIME_LIMIT_S,
+        simulate: Optional[SimulateFn] = None) -> tuple[Rescue, Optional[Judged]]:
     """Rank the layers; when `rescue`, keep the most sensitive in float until the artifact holds. Returns the record
     and the judged artifact that holds (None when only ranking, or when no attempt within the bound holds). No new
-    build starts after `time_limit_s`; the outcome then says the limit stopped it."""
+    build starts after `time_limit_s`; the outcome then says the limit stopped it.
+
+    With `simulate`, the layers are ranked in the simulation and each greedy step is simulated first: only a set of
+    float layers the simulation says holds is built and judged through the runtime (and, when none does, the one
+    it scores best, once), so the artifact that ships was still built and judged for real."""
     start = time.perf_counter()
 
     def out_of_time() -> bool:
@@ -188,7 +202,16 @@ def run(runtime: str, plain: Judged, module: Any, metric: Metric, reason: str, b
     if len(layers) < 2:
         return _done(record, start, outcome=f"the model has {len(layers)} Conv/Linear layer(s): keeping one in float "
                                             f"would leave no int8 layer, so nothing was ranked or rescued"), None
-    ranking, judged = rank(plain, layers, build, judge, say, pre_rank, metric_layers, out_of_time)
+    if simulate is not None:
+        try:
+            ranking, judged = rank(plain, layers, build, judge, say, out_of_time=out_of_time, simulate=simulate)
+            record = _replace(record, simulated=True)
+        except Exception as exc:  # noqa: BLE001 - the simulation only saves time: without it every layer is built
+            say(f"sensitivity: the int8 simulation failed ({type(exc).__name__}: {one_line(exc)}); "
+                f"each layer is built instead")
+            simulate = None
+    if simulate is None:
+        ranking, judged = rank(plain, layers, build, judge, say, pre_rank, metric_layers, out_of_time)
     record = _replace(record, layers=tuple(ranking))
     stopped = (f" (stopped by the {time_limit_s:g} s time limit, --rescue-time-limit, after "
                f"{time.perf_counter() - start:.0f} s)")
@@ -203,30 +226,58 @@ def run(runtime: str, plain: Judged, module: Any, metric: Metric, reason: str, b
         record = _replace(record, stopped_at_s=time_limit_s if limit else None)
         return _done(record, start, outcome=f"measured {what} layer(s){limit}: {found}; nothing kept in float"), None
     attempts: list[RescueAttempt] = []
-    kept: tuple[str, ...] = ()
     best: Optional[tuple[tuple[str, ...], Judged]] = None
+    best_simulated: Optional[tuple[tuple[str, ...], float]] = None
+    built_any = False
+
+    def built(layers: tuple[str, ...]) -> Optional[Judged]:
+        """Build and judge the artifact with `layers` in float (or take the ranking's); the result when it holds."""
+        nonlocal best, built_any
+        built_any = True
+        if layers in judged:
+            result = judged[layers]
+        else:
+            say(f"rescue: {len(layers)} layer(s) in float ({', '.join(layers)})")
+            result = _try(lambda keep: judge(build(keep)), layers)
+        if isinstance(result, str):
+            attempts.append(RescueAttempt(float_layers=layers, score=None, error=result))
+            return None
+        attempts.append(result.attempt(layers))
+        if best is None or result.score > best[1].score:
+            best = (layers, result)
+        return result if result.holds else None
+
+    kept: tuple[str, ...] = ()
+    won: Optional[Judged] = None
     for layer in [layer for layer in ranking if layer.effect is not None][:bound]:
         kept = (*kept, layer.layer)
-        if kept in judged:
-            result = judged[kept]
-        elif out_of_time():
+        if kept not in judged and out_of_time():
             break
-        else:
-            say(f"rescue: {len(kept)} layer(s) in float ({', '.join(kept)})")
-            result = _try(build, judge, kept)
-        if isinstance(result, str):
-            attempts.append(RescueAttempt(float_layers=kept, score=None, error=result))
-            continue
-        attempts.append(result.attempt(kept))
-        if best is None or result.score > best[1].score:
-            best = (kept, result)
-        if result.holds:
-            record = _replace(record, attempts=tuple(attempts), rescued=result.artifact.name, float_layers=kept)
-            return _done(record, start, outcome=f"{len(kept)} layer(s) kept in float meet the budget: "
-                                                f"{', '.join(kept)} ({_score(result, metric)})"), result
+        if simulate is not None:
+            simulated = _try(simulate, kept)
+            if isinstance(simulated, Judged) and not simulated.holds:  # not worth a build
+                attempts.append(simulated.attempt(kept, simulated=True))
+                if best_simulated is None or simulated.score > best_simulated[1]:
+                    best_simulated = (kept, simulated.score)
+                continue
+        won = built(kept)
+        if won is not None:
+            break
+    if won is None and not built_any and best_simulated is not None and not out_of_time():
+        won = built(best_simulated[0])  # the simulation never held: its best set is built and judged once
+    if won is not None:
+        in_float = attempts[-1].float_layers
+        record = _replace(record, attempts=tuple(attempts), rescued=won.artifact.name, float_layers=in_float)
+        return _done(record, start, outcome=f"{len(in_float)} layer(s) kept in float meet the budget: "
+                                            f"{', '.join(in_float)} ({_score(won, metric)})"), won
     record = _replace(record, attempts=tuple(attempts), stopped_at_s=time_limit_s if out_of_time() else None)
-    reached = (f"the best kept {', '.join(best[0])} in float and reached {_score(best[1], metric)}" if best else
-               "no attempt could be built")
+    if best is not None:
+        reached = f"the best kept {', '.join(best[0])} in float and reached {_score(best[1], metric)}"
+    elif best_simulated is not None:
+        reached = (f"none was built: the best simulated set, {', '.join(best_simulated[0])}, scored "
+                   f"{_figure(best_simulated[1], metric)} in the simulation")
+    else:
+        reached = "no attempt could be built"
     limit = stopped.replace("(stopped", "(the search was stopped") if out_of_time() else ""
     return _done(record, start, outcome=f"no rescue with at most {bound} of {len(layers)} layers in float meets the "
                                         f"budget{limit}; {reached}"), None
@@ -236,7 +287,7 @@ def short_outcome(record: Rescue) -> str:
     """The outcome in a few words, for a one-line error that already gives the plain artifact's figures."""
     if record.rescued:
         return f"rescued with {', '.join(record.float_layers)} in float"
-    tried = [a for a in record.attempts if a.score is not None]
+    tried = [a for a in record.attempts if a.score is not None and not a.simulated]
     if not tried:
         return record.outcome
     best = max(tried, key=lambda a: a.score or 0.0)
@@ -247,8 +298,12 @@ def short_outcome(record: Rescue) -> str:
             f"(best {figure} with {', '.join(best.float_layers)})")
 
 
+def _figure(score: float, metric: Metric) -> str:
+    return f"{score * 100:.2f}%" if metric.percent else f"{score:.4g}"
+
+
 def _score(judged: Judged, metric: Metric) -> str:
-    figure = f"{judged.score * 100:.2f}%" if metric.percent else f"{judged.score:.4g}"
+    figure = _figure(judged.score, metric)
     drop = "" if judged.accuracy_drop is None else f", accuracy drop {judged.accuracy_drop:.2f} pp"
     floor = f"; {judged.shortfall}" if judged.shortfall else ""
     return f"{metric.text.split(' on ', 1)[0]} {figure}{drop}{floor}"

@@ -193,6 +193,8 @@ def test_executorch_rescues_by_leaving_the_layer_out_of_the_quantizer(fragile: l
     assert code == 0, output
     (rescue,) = report["rescues"]
     assert rescue["layers"][0]["layer"] == FRAGILE and rescue["float_layers"] == [FRAGILE]
+    # ranked in the int8 simulation, so the one program lowered is the one that ships
+    assert rescue["simulated"] is True and [a["simulated"] for a in rescue["attempts"]] == [False]
     assert report["shipping"] == ["executorch-int8-mixed"]
     assert _accuracy(report, "eager") - _accuracy(report, "executorch-int8-mixed") <= 0.01
 
@@ -299,6 +301,131 @@ def test_no_build_starts_after_the_time_limit_and_the_outcome_says_so() -> None:
     assert record.stopped_at_s == 0.3 and Rescue.from_dict(record.to_dict()) == record
     assert short_outcome(record) == ("no rescue with up to 2 of 4 layers in float holds within the 0.3 s "
                                      "--rescue-time-limit (1 attempt(s)) (best 51.0% with 0)")
+
+
+def _four_linears() -> object:
+    from torch import nn
+
+    return nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2))
+
+
+def test_a_simulated_ranking_builds_only_the_set_the_simulation_says_holds() -> None:
+    """Layers are ranked in the simulation (nothing built), the greedy steps the simulation rejects are recorded but
+    not built, and the first set it accepts is built and judged for real and ships."""
+    from edgepack.rescue import Metric, run
+
+    gains = {"0": 0.05, "1": 0.3, "2": 0.0, "3": 0.01}
+    built: list[tuple[str, ...]] = []
+    simulated: list[tuple[str, ...]] = []
+
+    def simulate(keep: tuple[str, ...]) -> "Judged":
+        simulated.append(keep)
+        score = 0.4 + sum(gains[k] for k in keep)  # the simulation reads lower than the runtime: its own baseline
+        return _fake_judged("m-int8", score, holds=score >= 0.75)
+
+    def build(keep: tuple[str, ...]) -> object:
+        built.append(keep)
+        return keep
+
+    def judge(keep: object) -> "Judged":
+        assert isinstance(keep, tuple)
+        return _fake_judged("m-int8-mixed", 0.5 + sum(gains[k] for k in keep), holds=True)
+
+    plain = _fake_judged("m-int8", 0.5, holds=False)
+    record, won = run("executorch", plain, _four_linears(), Metric("top-1 on 8 samples of data", True),
+                      "below the floor", build, judge, lambda _: None, rescue=True,
+                      simulate=simulate)  # type: ignore[arg-type]
+    assert simulated[:5] == [(), ("0",), ("1",), ("2",), ("3",)] and simulated[5:] == [("1",), ("1", "0")]
+    assert [layer.layer for layer in record.layers] == ["1", "0", "3", "2"]
+    assert record.layers[0].effect == pytest.approx(0.3)  # against the simulation's plain int8 (0.4), not 0.5
+    assert record.simulated and built == [("1", "0")]
+    assert [(a.float_layers, a.simulated) for a in record.attempts] == [(("1",), True), (("1", "0"), False)]
+    assert won is not None and record.rescued == "m-int8-mixed" and record.float_layers == ("1", "0")
+    assert Rescue.from_dict(record.to_dict()) == record
+
+
+def test_when_the_simulation_never_holds_its_best_set_is_built_once() -> None:
+    from edgepack.rescue import Metric, run, short_outcome
+
+    built: list[tuple[str, ...]] = []
+
+    def simulate(keep: tuple[str, ...]) -> "Judged":
+        return _fake_judged("m-int8", 0.4 + (0.2 if "2" in keep else 0.0) - 0.01 * len(keep), holds=False)
+
+    def build(keep: tuple[str, ...]) -> object:
+        built.append(keep)
+        return keep
+
+    def judge(keep: object) -> "Judged":
+        return _fake_judged("m-int8-mixed", 0.6, holds=False)
+
+    plain = _fake_judged("m-int8", 0.5, holds=False)
+    record, won = run("executorch", plain, _four_linears(), Metric("top-1 on 8 samples of data", True),
+                      "below the floor", build, judge, lambda _: None, rescue=True,
+                      simulate=simulate)  # type: ignore[arg-type]
+    assert won is None and built == [("2",)]  # the best simulated set, (2,) at 0.59, against (2, 0) at 0.58
+    assert [a.simulated for a in record.attempts] == [True, True, False]
+    assert short_outcome(record).endswith("(best 60.0% with 2)")  # a built attempt's figure, not a simulated one
+
+
+def test_a_simulation_that_fails_falls_back_to_building_each_layer() -> None:
+    from edgepack.errors import ToolError
+    from edgepack.rescue import Metric, run
+
+    built: list[tuple[str, ...]] = []
+    said: list[str] = []
+
+    def simulate(keep: tuple[str, ...]) -> "Judged":
+        raise ToolError("the quantizer rejected the model")
+
+    def build(keep: tuple[str, ...]) -> object:
+        built.append(keep)
+        return keep
+
+    def judge(keep: object) -> "Judged":
+        return _fake_judged("m-int8-mixed", 0.9, holds=True)
+
+    plain = _fake_judged("m-int8", 0.5, holds=False)
+    record, won = run("executorch", plain, _four_linears(), Metric("top-1 on 8 samples of data", True),
+                      "below the floor", build, judge, said.append, rescue=True,
+                      simulate=simulate)  # type: ignore[arg-type]
+    assert not record.simulated and built == [("0",), ("1",), ("2",), ("3",)] and won is not None
+    assert any("the int8 simulation failed (ToolError: the quantizer rejected the model)" in line for line in said)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("executorch") is None, reason="executorch not installed")
+def test_the_executorch_simulation_tracks_the_program_and_keeping_the_fragile_layer_float_restores_it() -> None:
+    """The simulation of the fragile CNN's plain int8 program agrees with the lowered program on most samples, and
+    with the fragile layer bypassed it tracks eager PyTorch closely; the graph is left as it was."""
+    import torch
+
+    from edgepack.data.dataset import ArrayDataset
+    from edgepack.data.digits import load_split
+    from edgepack.models.bundle import ModelBundle
+    from edgepack.records import Provenance
+    from edgepack.runtimes import get_runtime
+
+    namespace: dict = {}
+    exec(MODELS, namespace)
+    module, example = namespace["fragile"]()
+    module.load_state_dict(_fragile_state(FACTOR))
+    provenance = Provenance(source="test", kind="python", model_name="fragile", output_taken="tensor", params=0,
+                            macs=0, input_shapes=(tuple(example.shape),))
+    bundle = ModelBundle(module.eval(), (example,), ("input",), provenance)
+    train, test = load_split()
+    calibration = ArrayDataset("calibration", (train.inputs[:128],))
+    simulation = get_runtime("executorch").int8_simulation(bundle, calibration)
+    assert simulation is not None and FRAGILE in simulation.layer_nodes
+    x = test.inputs[:64]
+    with torch.no_grad():
+        eager = module(torch.from_numpy(x)).numpy()
+    plain = simulation.session(())([x])[0]
+    rescued = simulation.session((FRAGILE,))([x])[0]
+    again = simulation.session(())([x])[0]
+    assert np.array_equal(plain, again)  # the bypass was undone
+    assert (plain.argmax(1) == eager.argmax(1)).mean() < 0.7  # the outlier weight wrecks plain int8
+    assert (rescued.argmax(1) == eager.argmax(1)).mean() > 0.9
 
 
 @pytest.mark.slow

@@ -249,7 +249,11 @@ def rescue_section(report: Report, r: Rescue) -> list[str]:
     lines = [f"## Int8 sensitivity and {title}: {r.runtime}", "",
              f"Why: {r.reason}. Metric: {r.metric}; plain int8 (`{r.artifact}`) scores "
              f"{_figure(r.plain_score, r.percent)}. Each layer's effect is the metric with that layer alone kept in "
-             f"float minus plain int8's, measured through {r.runtime} ({r.seconds:.1f} s in all).", ""]
+             f"float minus plain int8's, " + (
+                 f"measured in {r.runtime}'s int8 simulation (its quantizer's int8 graph run in PyTorch, that layer's "
+                 f"quantize/dequantize pairs bypassed; scores and effects are the simulation's, against its own "
+                 f"plain int8)" if r.simulated else f"measured through {r.runtime}") + f" ({r.seconds:.1f} s in all).",
+             ""]
     if r.layers:
         pre_ranked = any(layer.sqnr_db is not None for layer in r.layers)
         lines += ["| rank | layer | type | score with it in float | effect |" + (" output SQNR in int8 |" if
@@ -273,6 +277,8 @@ def rescue_section(report: Report, r: Rescue) -> list[str]:
         for a in r.attempts:
             drop = "n/a" if a.accuracy_drop is None else f"{a.accuracy_drop:.2f} pp"
             holds = "yes" if a.holds else "no" + (f" ({a.shortfall or a.error})" if a.shortfall or a.error else "")
+            if a.simulated:
+                holds = f"not in the simulation, so not built: {holds}"
             lines.append(f"| {', '.join(f'`{n}`' for n in a.float_layers)} | {_figure(a.score, r.percent)} | "
                          f"{drop} | {holds} |")
         lines.append("")

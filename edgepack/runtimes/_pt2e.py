@@ -8,7 +8,7 @@ this module stays cheap.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edgepack.data.dataset import feed_array
@@ -190,3 +190,93 @@ def _user_code_line(text: str) -> str:
     if len(lines) >= 2 and lines[0].startswith("File "):
         return lines[1][:120]
     return ""
+
+
+class Int8Simulation:
+    """The runtime's PT2E int8 graph (its own quantizer, the same calibration) run in PyTorch, with the Q/DQ pairs
+    of chosen layers bypassed: what that int8 program computes with those layers kept in float, without lowering a
+    program per guess. Lowering is what an ExecuTorch export spends its time on (over a minute for a mid-size
+    model), so a sensitivity pass ranks every layer here and builds only the sets worth building.
+
+    It approximates the lowered program: the delegate's kernels round differently, and keeping a layer in float in
+    a real export also leaves its output unquantized when no later op asks for it; a rescue therefore ships only a
+    program it built and judged through the runtime."""
+
+    def __init__(self, graph: torch.fx.GraphModule, shapes: list[tuple[int, ...]]) -> None:
+        self.graph, self.shapes = graph, shapes
+        self.layer_nodes = _weighted_nodes_by_layer(graph)
+
+    def session(self, keep: tuple[str, ...]) -> Callable[[Sequence[Any]], list[Any]]:
+        """A session (numpy inputs to numpy outputs, like a loaded artifact's) with the layers under `keep` in
+        float: their weights and input activations skip quantization."""
+        import numpy as np
+        import torch
+        from torch.utils._pytree import tree_leaves
+
+        from edgepack.runtimes._fixed_batch import run_in_chunks
+
+        kept = [node for layer, nodes in self.layer_nodes.items() if _under(layer, keep) for node in nodes]
+        graph = self.graph
+
+        def run_one(arrays: list[Any]) -> list[Any]:
+            with torch.no_grad():
+                out = graph(*[torch.from_numpy(a) for a in arrays])
+            return [np.asarray(t.detach().numpy(), dtype=np.float32) for t in tree_leaves(out)]
+
+        def session(inputs: Sequence[Any]) -> list[Any]:
+            saved = [(node, node.args) for node in kept]
+            try:
+                for node in kept:
+                    node.args = tuple(_unquantized(arg) for arg in node.args)
+                graph.recompile()
+                return run_in_chunks(run_one, inputs, self.shapes, "the int8 simulation")
+            finally:
+                for node, args in saved:
+                    node.args = args
+                graph.recompile()
+
+        return session
+
+
+def int8_simulation(bundle: ModelBundle, make_quantizer: Callable[[bool], Any], calibration: ArrayDataset | None,
+                    runtime: str) -> Int8Simulation:
+    """The simulation of the int8 program `make_quantizer` gives (whole graph, or its Conv/Linear fallback)."""
+    graph, _, _, _ = quantize_with_fallback(bundle, make_quantizer, calibration, runtime, fold_quantize=False)
+    return Int8Simulation(graph, [tuple(x.shape) for x in bundle.example_inputs])
+
+
+_WEIGHTED_OPS = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "linear")
+
+
+def _weighted_nodes_by_layer(graph: torch.fx.GraphModule) -> dict[str, list[Any]]:
+    """The conv/linear calls of the graph by the module that made them (nn_module_stack's innermost entry)."""
+    import torch
+
+    ops = {getattr(torch.ops.aten, name) for name in _WEIGHTED_OPS}  # every overload (conv1d.padding, ...)
+    found: dict[str, list[Any]] = {}
+    for node in graph.graph.nodes:
+        stack = node.meta.get("nn_module_stack") or {}
+        if node.op == "call_function" and getattr(node.target, "overloadpacket", None) in ops and stack:
+            found.setdefault(list(stack.values())[-1][0], []).append(node)
+    return found
+
+
+def _under(layer: str, keep: tuple[str, ...]) -> bool:
+    return any(layer == name or layer.startswith(name + ".") for name in keep)
+
+
+def _unquantized(arg: Any) -> Any:
+    """The value before a quantize -> dequantize pair, for an argument that is one; the argument itself otherwise."""
+    import torch
+
+    if not isinstance(arg, torch.fx.Node) or not _is_quant_op(arg, "dequantize"):
+        return arg
+    source = arg.args[0]
+    if isinstance(source, torch.fx.Node) and _is_quant_op(source, "quantize"):
+        return source.args[0]
+    return arg
+
+
+def _is_quant_op(node: Any, kind: str) -> bool:
+    return (node.op == "call_function" and getattr(node.target, "namespace", "") == "quantized_decomposed"
+            and str(getattr(node.target, "_opname", "")).startswith(f"{kind}_per_"))

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from edgepack.data.dataset import ArrayDataset
     from edgepack.device.runner_output import RunnerStats
     from edgepack.models.bundle import ModelBundle
+    from edgepack.runtimes._pt2e import Int8Simulation
 
 # A loaded artifact: takes float32 numpy inputs (one per model input), returns float32 numpy outputs.
 # Runtimes with quantized I/O quantize/dequantize inside, so callers always compare floats.
@@ -178,6 +179,10 @@ class Runtime(Protocol):
                    layers: Sequence[str]) -> dict[str, float] | None:
         """SQNR (dB) of each named layer's output in int8 against fp32, computed by this runtime; None: it cannot."""
 
+    def int8_simulation(self, bundle: ModelBundle, calibration: ArrayDataset | None) -> Int8Simulation | None:
+        """The plain int8 export simulated in PyTorch, able to keep layers in float without exporting again (the
+        sensitivity pass's fast path); None: this runtime has none."""
+
     def bundle_snippet(self, artifact: Artifact, threads: int, versions: Mapping[str, str]) -> str | None:
         """Markdown showing how an Android app loads and runs the artifact; None: no snippet for this runtime."""
 
@@ -292,6 +297,9 @@ class RuntimeBase:
                    layers: Sequence[str]) -> dict[str, float] | None:
         """SQNR (dB) of each named layer's output in the int8 artifact against the fp32 one, computed by this
         runtime on `data`: a cheap pre-rank for the sensitivity pass. None: this runtime cannot show layer outputs."""
+        return None
+
+    def int8_simulation(self, bundle: ModelBundle, calibration: ArrayDataset | None) -> Int8Simulation | None:
         return None
 
     def bundle_snippet(self, artifact: Artifact, threads: int, versions: Mapping[str, str]) -> str | None:

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -21,8 +21,10 @@ from edgepack.fileio import atomic_path
 from edgepack.records import Artifact, Delegation, FallbackOp, TensorSpec
 from edgepack.runtimes._fixed_batch import run_in_chunks
 from edgepack.runtimes._pt2e import (
+    Int8Simulation,
     calibration_count,
     export_program,
+    int8_simulation,
     keep_float_by_filter,
     quantize_with_fallback,
     rejection,
@@ -45,6 +47,7 @@ from edgepack.runtimes.base import (
 if TYPE_CHECKING:
     import numpy as np
 
+    from edgepack.data.dataset import ArrayDataset
     from edgepack.device.runner_output import RunnerStats
     from edgepack.models.bundle import ModelBundle
 
@@ -143,26 +146,16 @@ class ExecuTorchRuntime(RuntimeBase):
     def _quantized_program(self, bundle: ModelBundle, request: ExportRequest) -> tuple[Any, str, list[str]]:
         """The post-training int8 program, the quantization path taken, and notes on a fallback."""
         import torch
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-            XNNPACKQuantizer,
-            get_symmetric_quantization_config,
-        )
 
-        def make_quantizer(weighted_only: bool) -> Any:
-            config = get_symmetric_quantization_config(is_per_channel=True)
-            if not weighted_only:
-                quantizer = XNNPACKQuantizer().set_global(config)
-            else:
-                quantizer = XNNPACKQuantizer()
-                for layer in weighted_layer_types():
-                    quantizer.set_module_type(layer, config)
-            return keep_float_by_filter(quantizer, bundle, request.keep_float)
-
-        converted, _, path, notes = quantize_with_fallback(bundle, make_quantizer, request.calibration, self.name)
+        converted, _, path, notes = quantize_with_fallback(bundle, _quantizers(bundle, request.keep_float),
+                                                           request.calibration, self.name)
         try:
             return torch.export.export(converted, tuple(bundle.example_inputs)), path, notes
         except Exception as exc:
             raise rejection(self.name, "torch.export of the quantized graph", exc) from exc
+
+    def int8_simulation(self, bundle: ModelBundle, calibration: ArrayDataset | None) -> Int8Simulation | None:
+        return int8_simulation(bundle, _quantizers(bundle, ()), calibration, self.name)
 
     # ------------------------------------------------------------------ load
 
@@ -212,6 +205,28 @@ class ExecuTorchRuntime(RuntimeBase):
         from edgepack.device.runner_output import parse_executor_runner
 
         return parse_executor_runner(text, warmup)
+
+
+def _quantizers(bundle: ModelBundle, keep: tuple[str, ...]) -> Callable[[bool], Any]:
+    """The XNNPACK quantizer for the whole graph or, when `weighted_only`, for its Conv/Linear layers only; the
+    modules in `keep` left float either way."""
+
+    def make_quantizer(weighted_only: bool) -> Any:
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+
+        config = get_symmetric_quantization_config(is_per_channel=True)
+        if not weighted_only:
+            quantizer = XNNPACKQuantizer().set_global(config)
+        else:
+            quantizer = XNNPACKQuantizer()
+            for layer in weighted_layer_types():
+                quantizer.set_module_type(layer, config)
+        return keep_float_by_filter(quantizer, bundle, keep)
+
+    return make_quantizer
 
 
 # -------------------------------------------------------------------- lowering and delegation report
