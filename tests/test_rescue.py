@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 import pytest
@@ -303,25 +303,16 @@ def test_no_build_starts_after_the_time_limit_and_the_outcome_says_so() -> None:
                                      "--rescue-time-limit (1 attempt(s)) (best 51.0% with 0)")
 
 
-def _four_linears() -> object:
+def _rescue_with_simulation(simulate: Callable[[tuple[str, ...]], "Judged"], built_score: Callable[[tuple], float],
+                            built_holds: bool, say: Callable[[str], None] = lambda _: None,
+                            ) -> tuple[Rescue, Optional["Judged"], list[tuple[str, ...]]]:
+    """A rescue of four Linear layers (bound 2) below the floor at 0.5, with `simulate` as the simulation and every
+    built artifact scoring `built_score(layers)`; returns (record, what holds, every set built)."""
     from torch import nn
 
-    return nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2))
-
-
-def test_a_simulated_ranking_builds_only_the_set_the_simulation_says_holds() -> None:
-    """Layers are ranked in the simulation (nothing built), the greedy steps the simulation rejects are recorded but
-    not built, and the first set it accepts is built and judged for real and ships."""
     from edgepack.rescue import Metric, run
 
-    gains = {"0": 0.05, "1": 0.3, "2": 0.0, "3": 0.01}
     built: list[tuple[str, ...]] = []
-    simulated: list[tuple[str, ...]] = []
-
-    def simulate(keep: tuple[str, ...]) -> "Judged":
-        simulated.append(keep)
-        score = 0.4 + sum(gains[k] for k in keep)  # the simulation reads lower than the runtime: its own baseline
-        return _fake_judged("m-int8", score, holds=score >= 0.75)
 
     def build(keep: tuple[str, ...]) -> object:
         built.append(keep)
@@ -329,12 +320,27 @@ def test_a_simulated_ranking_builds_only_the_set_the_simulation_says_holds() -> 
 
     def judge(keep: object) -> "Judged":
         assert isinstance(keep, tuple)
-        return _fake_judged("m-int8-mixed", 0.5 + sum(gains[k] for k in keep), holds=True)
+        return _fake_judged("m-int8-mixed", built_score(keep), holds=built_holds)
 
-    plain = _fake_judged("m-int8", 0.5, holds=False)
-    record, won = run("executorch", plain, _four_linears(), Metric("top-1 on 8 samples of data", True),
-                      "below the floor", build, judge, lambda _: None, rescue=True,
+    module = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2))
+    record, won = run("executorch", _fake_judged("m-int8", 0.5, holds=False), module,
+                      Metric("top-1 on 8 samples of data", True), "below the floor", build, judge, say, rescue=True,
                       simulate=simulate)  # type: ignore[arg-type]
+    return record, won, built
+
+
+def test_a_simulated_ranking_builds_only_the_set_the_simulation_says_holds() -> None:
+    """Layers are ranked in the simulation (nothing built), the greedy steps the simulation rejects are recorded but
+    not built, and the first set it accepts is built and judged for real and ships."""
+    gains = {"0": 0.05, "1": 0.3, "2": 0.0, "3": 0.01}
+    simulated: list[tuple[str, ...]] = []
+
+    def simulate(keep: tuple[str, ...]) -> "Judged":
+        simulated.append(keep)
+        score = 0.4 + sum(gains[k] for k in keep)  # the simulation reads lower than the runtime: its own baseline
+        return _fake_judged("m-int8", score, holds=score >= 0.75)
+
+    record, won, built = _rescue_with_simulation(simulate, lambda keep: 0.5 + sum(gains[k] for k in keep), True)
     assert simulated[:5] == [(), ("0",), ("1",), ("2",), ("3",)] and simulated[5:] == [("1",), ("1", "0")]
     assert [layer.layer for layer in record.layers] == ["1", "0", "3", "2"]
     assert record.layers[0].effect == pytest.approx(0.3)  # against the simulation's plain int8 (0.4), not 0.5
@@ -345,24 +351,12 @@ def test_a_simulated_ranking_builds_only_the_set_the_simulation_says_holds() -> 
 
 
 def test_when_the_simulation_never_holds_its_best_set_is_built_once() -> None:
-    from edgepack.rescue import Metric, run, short_outcome
-
-    built: list[tuple[str, ...]] = []
+    from edgepack.rescue import short_outcome
 
     def simulate(keep: tuple[str, ...]) -> "Judged":
         return _fake_judged("m-int8", 0.4 + (0.2 if "2" in keep else 0.0) - 0.01 * len(keep), holds=False)
 
-    def build(keep: tuple[str, ...]) -> object:
-        built.append(keep)
-        return keep
-
-    def judge(keep: object) -> "Judged":
-        return _fake_judged("m-int8-mixed", 0.6, holds=False)
-
-    plain = _fake_judged("m-int8", 0.5, holds=False)
-    record, won = run("executorch", plain, _four_linears(), Metric("top-1 on 8 samples of data", True),
-                      "below the floor", build, judge, lambda _: None, rescue=True,
-                      simulate=simulate)  # type: ignore[arg-type]
+    record, won, built = _rescue_with_simulation(simulate, lambda keep: 0.6, False)
     assert won is None and built == [("2",)]  # the best simulated set, (2,) at 0.59, against (2, 0) at 0.58
     assert [a.simulated for a in record.attempts] == [True, True, False]
     assert short_outcome(record).endswith("(best 60.0% with 2)")  # a built attempt's figure, not a simulated one
@@ -370,25 +364,12 @@ def test_when_the_simulation_never_holds_its_best_set_is_built_once() -> None:
 
 def test_a_simulation_that_fails_falls_back_to_building_each_layer() -> None:
     from edgepack.errors import ToolError
-    from edgepack.rescue import Metric, run
-
-    built: list[tuple[str, ...]] = []
-    said: list[str] = []
 
     def simulate(keep: tuple[str, ...]) -> "Judged":
         raise ToolError("the quantizer rejected the model")
 
-    def build(keep: tuple[str, ...]) -> object:
-        built.append(keep)
-        return keep
-
-    def judge(keep: object) -> "Judged":
-        return _fake_judged("m-int8-mixed", 0.9, holds=True)
-
-    plain = _fake_judged("m-int8", 0.5, holds=False)
-    record, won = run("executorch", plain, _four_linears(), Metric("top-1 on 8 samples of data", True),
-                      "below the floor", build, judge, said.append, rescue=True,
-                      simulate=simulate)  # type: ignore[arg-type]
+    said: list[str] = []
+    record, won, built = _rescue_with_simulation(simulate, lambda keep: 0.9, True, said.append)
     assert not record.simulated and built == [("0",), ("1",), ("2",), ("3",)] and won is not None
     assert any("the int8 simulation failed (ToolError: the quantizer rejected the model)" in line for line in said)
 
