@@ -65,7 +65,8 @@ def _zoo_data(zoo_dataset: Optional[str], split: str, option: str) -> ArrayDatas
 def load_npz(path: Path, option: str = "", inputs: Sequence[ModelInput] = ()) -> ArrayDataset:
     """One array per model input and optionally labels, read without unpickling anything.
 
-    A single-input model's array is named x (or inputs, images, data, or the input's own name); a model with
+    A single-input model's array is named x (or inputs, images, data, or the input's own name), or is the archive's
+    only array besides the labels; a model with
     several inputs needs one array named after each input (input_ids, attention_mask, ...). Labels: y.
     """
     where = f"{option} {path}".strip()
@@ -115,6 +116,9 @@ def _input_keys(keys: list[str], inputs: Sequence[ModelInput], where: str) -> li
         return [d.name for d in inputs]
     names = (*NPZ_INPUT_KEYS, *(d.name for d in inputs))
     key = next((k for k in names if k in keys), None)
+    unlabelled = [k for k in keys if k not in NPZ_LABEL_KEYS]
+    if key is None and len(unlabelled) == 1:
+        key = unlabelled[0]  # the only array besides the labels, whatever its name (e.g. forward's "tokens")
     if key is None:
         raise UsageError(f"{where}: no input array; name it one of {', '.join(dict.fromkeys(names))} "
                          f"(found: {', '.join(keys)})")

@@ -28,8 +28,15 @@ def test_npz_with_alternative_key_names(tmp_path):
     assert data.inputs.dtype == np.float32 and data.labels.tolist() == list(range(6))
 
 
+def test_a_one_input_model_takes_the_only_array_besides_the_labels_whatever_its_name(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, tokens=np.full((4, 1, 8, 8), 2.0), y=np.arange(4))  # named after forward's parameter
+    data = load_dataset(str(path), float_input((1, 1, 8, 8)), option="--eval")
+    assert data.inputs.shape == (4, 1, 8, 8) and np.all(data.inputs == 2.0) and data.labels.tolist() == [0, 1, 2, 3]
+
+
 @pytest.mark.parametrize("arrays,fragment", [
-    ({"z": np.zeros((2, 1, 8, 8))}, "no input array"),
+    ({"z": np.zeros((2, 1, 8, 8)), "w": np.zeros((2, 1, 8, 8))}, "no input array"),
     ({"x": np.zeros((2, 1, 8, 8)), "y": np.zeros(3, int)}, "labels 'y' must hold one row per sample (2)"),
     ({"x": np.zeros((2, 1, 8, 8)), "y": np.array(["a", "b"])}, "as integers (classes) or floats"),
     ({"x": np.zeros((2, 1, 4, 4))}, "samples have shape (1, 4, 4)"),
