@@ -294,8 +294,10 @@ def short_outcome(record: Rescue) -> str:
     figure = f"{best.score * 100:.1f}%" if record.percent and best.score is not None else f"{best.score:.4g}"
     within = (f" within the {record.stopped_at_s:g} s --rescue-time-limit ({len(tried)} attempt(s))"
               if record.stopped_at_s is not None else "")
+    kept = (", ".join(best.float_layers) if len(best.float_layers) <= 2 else
+            f"{len(best.float_layers)} layers in float: {best.float_layers[0]}, ... (see report.json rescues)")
     return (f"no rescue with up to {record.max_float_layers} of {len(record.layers)} layers in float holds{within} "
-            f"(best {figure} with {', '.join(best.float_layers)})")
+            f"(best {figure} with {kept})")
 
 
 def _figure(score: float, metric: Metric) -> str:

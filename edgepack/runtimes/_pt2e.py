@@ -238,11 +238,25 @@ class Int8Simulation:
         return session
 
 
+SIMULATION_BATCH = 32  # samples per call of the simulation: a batch-1 graph spends its time in Python per sample
+
+
 def int8_simulation(bundle: ModelBundle, make_quantizer: Callable[[bool], Any], calibration: ArrayDataset | None,
                     runtime: str) -> Int8Simulation:
-    """The simulation of the int8 program `make_quantizer` gives (whole graph, or its Conv/Linear fallback)."""
+    """The simulation of the int8 program `make_quantizer` gives (whole graph, or its Conv/Linear fallback),
+    captured at a batch of SIMULATION_BATCH so that scoring a layer takes one call per 32 samples; a model that
+    cannot be captured at that batch (a batch size written into its code) is simulated at its own."""
+    examples = bundle.example_inputs
+    batch = min(SIMULATION_BATCH, calibration_count(bundle, calibration))
+    if int(examples[0].shape[0]) == 1 and batch > 1:
+        wide = bundle.replace(example_inputs=tuple(x.expand(batch, *x.shape[1:]).clone() for x in examples))
+        try:
+            graph, _, _, _ = quantize_with_fallback(wide, make_quantizer, calibration, runtime, fold_quantize=False)
+            return Int8Simulation(graph, [tuple(x.shape) for x in wide.example_inputs])
+        except UsageError:
+            pass
     graph, _, _, _ = quantize_with_fallback(bundle, make_quantizer, calibration, runtime, fold_quantize=False)
-    return Int8Simulation(graph, [tuple(x.shape) for x in bundle.example_inputs])
+    return Int8Simulation(graph, [tuple(x.shape) for x in examples])
 
 
 _WEIGHTED_OPS = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "linear")
