@@ -3,26 +3,31 @@
 Each model below is written as a small model file (a `build()` returning `(module, example_input)`) into a temporary
 directory and built with the real CLI in a subprocess, exactly as a user would run it:
 
-    edgepack build --model FILE:build --target T --threads 1 --runs 5 --no-bundle --allow-partial --json --quiet
+    edgepack build --model FILE:build --target T --threads 1 --runs 5 --no-bundle --allow-partial --json --quiet \
+        [--calibration FILE-calib.npz --eval FILE-eval.npz]
 
 for T in x86-cpu (its default runtime, ONNX Runtime) and android-arm64 (ExecuTorch and LiteRT, measured on this host).
 The architectures come from Hugging Face `transformers` configs (ResNet, MobileNetV2, EfficientNet, ConvNeXt, ViT,
 Swin, MobileViT, LeViT, BERT and DistilBERT with token ids and an attention mask, Wav2Vec2 on raw audio) with tiny
-sizes and random weights (nothing is downloaded), plus plain PyTorch models (LSTM and GRU classifiers, an
-embedding + LSTM text classifier, a 1-D conv classifier, a small U-Net with a segmentation output). Weights are
-re-initialised with PyTorch's defaults and BatchNorm statistics are set from seeded random batches, because Hugging
-Face's init with identity running statistics gives near-constant logits on deep CNNs, which would make the parity
-figures meaningless.
-Even so, parity on random weights only says whether the int8 artifact tracks the float model, not how accurate it is.
+sizes (nothing is downloaded), plus plain PyTorch models (LSTM and GRU classifiers, an embedding + LSTM text
+classifier, a 1-D conv classifier, a small U-Net with a segmentation output).
 
-The Markdown table printed on stdout has one row per (model, target, runtime): the build's exit code and wall time,
-whether the runtime shipped or failed (with the reason from report.json `failures`; an artifact below the parity
+Weights: with `--weights digits` (the default) each model is trained briefly on scikit-learn's digits first and built
+with digits as calibration and eval data (_digits_weights.py says how a digit becomes each kind of input and why).
+With `--weights random`, weights are re-initialised with PyTorch's defaults and BatchNorm statistics are set from
+seeded random batches (Hugging Face's init with identity running statistics gives near-constant logits on deep CNNs),
+and the data are synthetic: parity then only says whether the int8 artifact tracks a random model, whose close logits
+make top-1 agreement fragile.
+
+The Markdown table printed on stdout has one row per (model, target, runtime): how the model was trained, the build's
+exit code and wall time, whether the runtime shipped (with the export path of what shipped, report.json
+`artifacts[].export_path`) or failed (with the reason from report.json `failures`; an artifact below the parity
 floor fails at "parity"), the int8 parity figure of the model's task (top-1 agreement, per-pixel agreement, cosine or
-relative error; report.json `parity`, artifact `<runtime>-int8`), the int8 p50 against the fp32 p50 (report.json
-`measurements`; 5 timed runs, 1 thread, so only a rough ratio), and for exit codes 1 and 2 the one-line error from
-stderr.
+relative error; report.json `parity`, artifact `<runtime>-int8`) and, with digits, the int8 and fp32 accuracy on
+held-out digits (report.json `accuracy`), the int8 p50 against the fp32 p50 (report.json `measurements`; 5 timed runs,
+1 thread, so only a rough ratio), and for exit codes 1 and 2 the one-line error from stderr.
 
-    python benchmarks/coverage.py                          # every model, both targets (20-30 minutes on 2 cores)
+    python benchmarks/coverage.py                          # every model, both targets (about 40 minutes on 2 cores)
     python benchmarks/coverage.py --quick                  # a small subset, to check the script
     python benchmarks/coverage.py --models resnet,swin --targets x86-cpu --timeout 120
 """
@@ -351,10 +356,12 @@ def runtime_cells(build: Build, runtime: str) -> tuple[str, str, str]:
         return (f"failed: {one_line(reason, 90)}" if reason else "failed"), "", ""
     failure = next((f for f in report.get("failures", []) if f.get("runtime") == runtime), None)
     shipped = [name for name in report.get("shipping", []) if name.startswith(f"{runtime}-")]
+    paths = {a["name"]: a.get("export_path", "") for a in report.get("artifacts", [])}
     if failure is not None:
         result = f"failed at {failure.get('stage', '?')}: {one_line(failure.get('reason', ''), 90)}"
     elif shipped:
-        result = "shipped " + ", ".join(shipped)
+        result = "shipped " + ", ".join(f"{name} ({one_line(paths[name], 160)})" if paths.get(name) else name
+                                        for name in shipped)
     else:
         result = "not built"
     parity = {p["artifact"]: p for p in report.get("parity", [])}
