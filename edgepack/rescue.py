@@ -4,7 +4,8 @@ Sensitivity: for each quantizable layer (Conv/Linear, by the model's own module 
 that layer alone kept in float and measure the metric the build is judged by; the layer's effect is the metric's
 change against the plain int8 artifact. Rescue: keep the most sensitive layers in float, greedily, each step rebuilt and
 judged for real (effects do not simply add up), until the artifact meets the parity floor and every accuracy budget, or
-the bound on float layers is reached.
+the bound on float layers is reached. A runtime whose exports are slow (ExecuTorch) may instead supply a simulation of
+its int8 program: layers are then scored there, and only the greedy steps the simulation says hold are built.
 
 This module holds the ranking and the greedy loop only; building an artifact and judging it are the pipeline's
 callables, so the loop knows nothing of runtimes, files or data. Importing it stays torch-free.
