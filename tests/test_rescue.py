@@ -195,6 +195,7 @@ def test_executorch_rescues_by_leaving_the_layer_out_of_the_quantizer(fragile: l
     assert rescue["layers"][0]["layer"] == FRAGILE and rescue["float_layers"] == [FRAGILE]
     # ranked in the int8 simulation, so the one program lowered is the one that ships
     assert rescue["simulated"] is True and [a["simulated"] for a in rescue["attempts"]] == [False]
+    assert "measured in executorch's int8 simulation" in (tmp_path / "out" / "report.md").read_text()
     assert report["shipping"] == ["executorch-int8-mixed"]
     assert _accuracy(report, "eager") - _accuracy(report, "executorch-int8-mixed") <= 0.01
 
