@@ -77,6 +77,11 @@ def quantizable_layers(module: Any) -> list[tuple[str, str]]:
             if name and type(m).__name__ in WEIGHTED_LAYER_TYPES and getattr(m, "weight", None) is not None]
 
 
+def is_within(layer: str, names: Sequence[str]) -> bool:
+    """Whether module `layer` is one of `names` or sits inside one: what keeping those names in float covers."""
+    return any(layer == name or layer.startswith(name + ".") for name in names)
+
+
 def weighted_layers_under(module: Any, name: str) -> list[tuple[str, np.ndarray]]:
     """(layer name, weight as numpy) of the weighted layers that module `name` is or contains: what keeping `name`
     in float keeps in float. An unknown name is a UsageError naming some known ones."""
@@ -86,7 +91,7 @@ def weighted_layers_under(module: Any, name: str) -> list[tuple[str, np.ndarray]
         raise UsageError(f"the model has no module named {name!r}; its quantizable layers: "
                          f"{', '.join(known[:12])}{' ...' if len(known) > 12 else ''}")
     found = [(n, m.weight.detach().cpu().numpy()) for n, m in layers.items()
-             if (n == name or n.startswith(name + ".")) and type(m).__name__ in WEIGHTED_LAYER_TYPES
+             if is_within(n, (name,)) and type(m).__name__ in WEIGHTED_LAYER_TYPES
              and getattr(m, "weight", None) is not None]
     if not found:
         raise UsageError(f"module {name!r} holds no Conv or Linear layer; there is nothing to keep in float")

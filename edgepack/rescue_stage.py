@@ -158,10 +158,10 @@ def _simulation(runtime: "Runtime", bundle: "ModelBundle", data: "BuildData", pl
     progress.say(f"sensitivity: layers ranked in {runtime.name}'s int8 simulation; only sets it says hold are built")
 
     def simulate(keep: tuple[str, ...]) -> "Judged":
-        session = simulation.session(keep)
-        parity = evaluate.parity(plain.name, session, bundle, data.parity)
-        accuracy = (evaluate.artifact_accuracy(plain.name, session, data.eval, bundle.provenance.task)
-                    if data.eval is not None else None)
+        with simulation.keeping(keep) as session:
+            parity = evaluate.parity(plain.name, session, bundle, data.parity)
+            accuracy = (evaluate.artifact_accuracy(plain.name, session, data.eval, bundle.provenance.task)
+                        if data.eval is not None else None)
         return judge(plain, parity, accuracy)
 
     return simulate

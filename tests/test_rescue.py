@@ -402,9 +402,12 @@ def test_the_executorch_simulation_tracks_the_program_and_keeping_the_fragile_la
     x = test.inputs[:64]
     with torch.no_grad():
         eager = module(torch.from_numpy(x)).numpy()
-    plain = simulation.session(())([x])[0]
-    rescued = simulation.session((FRAGILE,))([x])[0]
-    again = simulation.session(())([x])[0]
+    with simulation.keeping(()) as session:
+        plain = session([x])[0]
+    with simulation.keeping((FRAGILE,)) as session:
+        rescued = session([x])[0]
+    with simulation.keeping(()) as session:
+        again = session([x])[0]
     assert np.array_equal(plain, again)  # the bypass was undone
     assert (plain.argmax(1) == eager.argmax(1)).mean() < 0.7  # the outlier weight wrecks plain int8
     assert (rescued.argmax(1) == eager.argmax(1)).mean() > 0.9

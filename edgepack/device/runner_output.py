@@ -8,10 +8,10 @@ which measured value stands in for it and why (`notes`), and never invent one.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from edgepack.errors import ToolError
+from edgepack.stats import latency_summary
 
 _MIB = 1024 * 1024
 _NUMBER = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
@@ -59,7 +59,7 @@ def parse_executor_runner(text: str, warmup: int) -> RunnerStats:
     if len(ordered) <= warmup:
         raise ToolError(f"executor_runner printed {len(ordered)} iteration(s), not more than the {warmup} warm-up runs")
     loaded = _ET_LOADED.search(text)
-    stats = summarise(ordered[warmup:])
+    stats = latency_summary(ordered[warmup:])
     return RunnerStats(
         **stats,
         init_ms=float(loaded.group(1)) if loaded else None,
@@ -134,13 +134,6 @@ def parse_benchmark_model(text: str) -> RunnerStats:
 
 
 # ---- shared ---------------------------------------------------------------------------------------------------------
-def summarise(samples: Sequence[float]) -> dict:
-    """p50/p90/p99/mean/std/min/max of per-run latencies (ms), as RunnerStats fields."""
-    from edgepack.stats import latency_summary
-
-    return latency_summary(samples)
-
-
 def _fields(text: str) -> dict[str, float]:
     return {k: float(v) for k, v in re.findall(r"(\w+)=([-+\d.eE]+)", text)}
 

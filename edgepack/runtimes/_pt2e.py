@@ -7,6 +7,7 @@ this module stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -206,16 +207,18 @@ class Int8Simulation:
         self.graph, self.shapes = graph, shapes
         self.layer_nodes = _weighted_nodes_by_layer(graph)
 
-    def session(self, keep: tuple[str, ...]) -> Callable[[Sequence[Any]], list[Any]]:
-        """A session (numpy inputs to numpy outputs, like a loaded artifact's) with the layers under `keep` in
-        float: their weights and input activations skip quantization."""
+    @contextlib.contextmanager
+    def keeping(self, keep: tuple[str, ...]) -> Iterator[Callable[[Sequence[Any]], list[Any]]]:
+        """Within the block, a session (numpy inputs to numpy outputs, like a loaded artifact's) with the layers
+        under `keep` in float: their weights and input activations skip quantization. The graph is rewired once on
+        entry and put back on exit, so every call inside (parity, then accuracy) runs the same program."""
         import numpy as np
         import torch
         from torch.utils._pytree import tree_leaves
 
+        from edgepack.rescue import is_within
         from edgepack.runtimes._fixed_batch import run_in_chunks
 
-        kept = [node for layer, nodes in self.layer_nodes.items() if _under(layer, keep) for node in nodes]
         graph = self.graph
 
         def run_one(arrays: list[Any]) -> list[Any]:
@@ -224,18 +227,21 @@ class Int8Simulation:
             return [np.asarray(t.detach().numpy(), dtype=np.float32) for t in tree_leaves(out)]
 
         def session(inputs: Sequence[Any]) -> list[Any]:
-            saved = [(node, node.args) for node in kept]
-            try:
-                for node in kept:
-                    node.args = tuple(_unquantized(arg) for arg in node.args)
-                graph.recompile()
-                return run_in_chunks(run_one, inputs, self.shapes, "the int8 simulation")
-            finally:
-                for node, args in saved:
-                    node.args = args
-                graph.recompile()
+            return run_in_chunks(run_one, inputs, self.shapes, "the int8 simulation")
 
-        return session
+        kept = [node for layer, nodes in self.layer_nodes.items() if is_within(layer, keep) for node in nodes]
+        saved = [(node, node.args) for node in kept]
+        try:
+            for node in kept:
+                node.args = tuple(_unquantized(arg) for arg in node.args)
+            if kept:
+                graph.recompile()
+            yield session
+        finally:
+            for node, args in saved:
+                node.args = args
+            if kept:
+                graph.recompile()
 
 
 SIMULATION_BATCH = 32  # samples per call of the simulation: a batch-1 graph spends its time in Python per sample
@@ -273,10 +279,6 @@ def _weighted_nodes_by_layer(graph: torch.fx.GraphModule) -> dict[str, list[Any]
         if node.op == "call_function" and getattr(node.target, "overloadpacket", None) in ops and stack:
             found.setdefault(list(stack.values())[-1][0], []).append(node)
     return found
-
-
-def _under(layer: str, keep: tuple[str, ...]) -> bool:
-    return any(layer == name or layer.startswith(name + ".") for name in keep)
 
 
 def _unquantized(arg: Any) -> Any:

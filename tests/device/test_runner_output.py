@@ -9,9 +9,9 @@ import pytest
 from edgepack.device.runner_output import (
     parse_benchmark_model,
     parse_executor_runner,
-    summarise,
 )
 from edgepack.errors import ToolError
+from edgepack.stats import latency_summary
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MIB = 1024 * 1024
@@ -76,5 +76,5 @@ def test_benchmark_model_failure_quotes_the_last_line():
 
 
 def test_summarise_one_sample():
-    stats = summarise([2.0])
+    stats = latency_summary([2.0])
     assert stats["p50_ms"] == stats["p99_ms"] == stats["max_ms"] == 2.0 and stats["std_ms"] == 0.0
