@@ -602,6 +602,7 @@ class Rescue(Record):
     # the layers were ranked in the runtime's int8 simulation (layer scores and effects are the simulation's), not
     # each built through the runtime; attempts say which were built
     simulated: bool = False
+    simulation: str = ""  # what the simulation runs, when `simulated`
 
 
 @dataclass(frozen=True)

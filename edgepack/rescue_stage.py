@@ -105,10 +105,12 @@ def run_stage(runtime: "Runtime", plan: BuildPlan, bundle: "ModelBundle", data: 
 
     try:
         with progress.stage(f"{plain_artifact.name}: per-layer sensitivity" + (" and rescue" if wanted else "")):
-            simulate = _simulation(runtime, bundle, data, plain_artifact, judge, progress)
+            simulate, simulation = _simulation(runtime, bundle, data, plain_artifact, judge, progress)
             record, won = rescue.run(runtime.name, plain, bundle.module, _metric(plain), why or "--sensitivity",
                                      build, attempt, progress.say, rescue=wanted, pre_rank=pre_rank,
                                      time_limit_s=plan.rescue_time_limit_s, simulate=simulate)
+        if record.simulated:
+            record = replace(record, simulation=simulation)
         results.rescues.append(record)
         progress.say(f"{runtime.name}: {record.outcome}")
         if won is None:
@@ -140,10 +142,11 @@ SQNR_SAMPLES = 64  # calibration samples the SQNR pre-rank of large models runs
 
 def _simulation(runtime: "Runtime", bundle: "ModelBundle", data: "BuildData", plain: Artifact,
                 judge: Callable[[Artifact, Optional[Parity], Optional[Accuracy]], "Judged"],
-                progress: Progress) -> Optional[Callable[[tuple[str, ...]], "Judged"]]:
+                progress: Progress) -> tuple[Optional[Callable[[tuple[str, ...]], "Judged"]], str]:
     """Judging the runtime's int8 simulation with some layers in float as the gates judge an artifact (parity on the
-    parity data, accuracy on the eval data), under the plain artifact's name; None when the runtime has no
-    simulation or it cannot be built (the sensitivity pass then builds each layer's artifact)."""
+    parity data, accuracy on the eval data), under the plain artifact's name, and what the simulation runs; None
+    when the runtime has no simulation or it cannot be built (the sensitivity pass then builds each layer's
+    artifact)."""
     from edgepack import evaluate
     from edgepack.quiet import captured
 
@@ -152,9 +155,9 @@ def _simulation(runtime: "Runtime", bundle: "ModelBundle", data: "BuildData", pl
             simulation = runtime.int8_simulation(bundle, data.calibration)
     except Exception as exc:  # noqa: BLE001 - the simulation only saves time
         progress.say(f"sensitivity: no int8 simulation ({type(exc).__name__}: {one_line(exc)}); each layer is built")
-        return None
+        return None, ""
     if simulation is None:
-        return None
+        return None, ""
     progress.say(f"sensitivity: layers ranked in {runtime.name}'s int8 simulation; only sets it says hold are built")
 
     def simulate(keep: tuple[str, ...]) -> "Judged":
@@ -164,7 +167,7 @@ def _simulation(runtime: "Runtime", bundle: "ModelBundle", data: "BuildData", pl
                         if data.eval is not None else None)
         return judge(plain, parity, accuracy)
 
-    return simulate
+    return simulate, simulation.description
 
 
 def _options(plan: BuildPlan, runtime: str) -> Any:

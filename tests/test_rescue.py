@@ -202,11 +202,35 @@ def test_executorch_rescues_by_leaving_the_layer_out_of_the_quantizer(fragile: l
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("litert_torch") is None, reason="litert not installed")
-def test_a_runtime_that_cannot_keep_layers_float_says_so(fragile: list[str], tmp_path: Path) -> None:
+def test_litert_rescues_through_ai_edge_quantizer(fragile: list[str], tmp_path: Path) -> None:
     args = [arg if arg != "onnxruntime" else "litert" for arg in _args(fragile, tmp_path)]
+    code, output, report = build([*args, "--target", "android-arm64", "--max-accuracy-drop", "1pp"],
+                                 tmp_path / "out")
+    assert code == 0, output
+    (rescue,) = report["rescues"]
+    # every layer scored on the int8 file itself, made in memory: the fragile one alone recovers the model
+    assert rescue["simulated"] is True and "made in memory" in rescue["simulation"]
+    assert rescue["layers"][0]["layer"] == FRAGILE
+    assert rescue["layers"][0]["effect"] > 0.05 > max(abs(layer["effect"]) for layer in rescue["layers"][1:])
+    assert rescue["float_layers"] == [FRAGILE] and [a["simulated"] for a in rescue["attempts"]] == [False]
+    assert report["shipping"] == ["litert-int8-mixed"]
+    eager, plain, mixed = (_accuracy(report, a) for a in ("eager", "litert-int8", "litert-int8-mixed"))
+    assert eager - plain > 0.05 and eager - mixed <= 0.01
+    artifact = next(a for a in report["artifacts"] if a["name"] == "litert-int8-mixed")
+    assert artifact["export_path"].startswith("ai-edge-quantizer") and f"({FRAGILE})" in artifact["scheme"]
+    # the kept layer's weights stay float in the file, every other layer's are int8
+    kept, total = 32 * 17 * 9, 17 * 9 + 32 * 17 * 9 + 32 * 32 * 9 + 32 * 10
+    assert artifact["int8_weight_share"] == pytest.approx(1 - kept / total, abs=1e-3)
+    assert "made in memory" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino not installed")
+def test_a_runtime_that_cannot_keep_layers_float_says_so(fragile: list[str], tmp_path: Path) -> None:
+    args = [arg if arg != "onnxruntime" else "openvino" for arg in _args(fragile, tmp_path)]
     code, output, report = build([*args, "--sensitivity", "--parity-floor", "off"], tmp_path / "out")
     assert code == 0, output
-    assert "litert cannot keep layers in float in an int8 export" in output
+    assert "openvino cannot keep layers in float in an int8 export" in output
     (rescue,) = report["rescues"]
     assert rescue["layers"] == [] and rescue["rescued"] is None
 

@@ -250,9 +250,8 @@ def rescue_section(report: Report, r: Rescue) -> list[str]:
              f"Why: {r.reason}. Metric: {r.metric}; plain int8 (`{r.artifact}`) scores "
              f"{_figure(r.plain_score, r.percent)}. Each layer's effect is the metric with that layer alone kept in "
              f"float minus plain int8's, " + (
-                 f"measured in {r.runtime}'s int8 simulation (its quantizer's int8 graph run in PyTorch, that layer's "
-                 f"quantize/dequantize pairs bypassed; scores and effects are the simulation's, against its own "
-                 f"plain int8)" if r.simulated else f"measured through {r.runtime}") + f" ({r.seconds:.1f} s in all).",
+                 f"measured in {r.simulation or 'its int8 simulation'}" if r.simulated
+                 else f"measured through {r.runtime}") + f" ({r.seconds:.1f} s in all).",
              ""]
     if r.layers:
         pre_ranked = any(layer.sqnr_db is not None for layer in r.layers)

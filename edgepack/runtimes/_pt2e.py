@@ -193,7 +193,7 @@ def _user_code_line(text: str) -> str:
     return ""
 
 
-class Int8Simulation:
+class Pt2eSimulation:
     """The runtime's PT2E int8 graph (its own quantizer, the same calibration) run in PyTorch, with the Q/DQ pairs
     of chosen layers bypassed: what that int8 program computes with those layers kept in float, without lowering a
     program per guess. Lowering is what an ExecuTorch export spends its time on (over a minute for a mid-size
@@ -203,8 +203,11 @@ class Int8Simulation:
     a real export also leaves its output unquantized when no later op asks for it; a rescue therefore ships only a
     program it built and judged through the runtime."""
 
-    def __init__(self, graph: torch.fx.GraphModule, shapes: list[tuple[int, ...]]) -> None:
+    def __init__(self, graph: torch.fx.GraphModule, shapes: list[tuple[int, ...]], runtime: str) -> None:
         self.graph, self.shapes = graph, shapes
+        self.description = (f"{runtime}'s int8 simulation (its quantizer's int8 graph run in PyTorch, that layer's "
+                            f"quantize/dequantize pairs bypassed; scores and effects are the simulation's, against its "
+                            f"own plain int8)")
         self.layer_nodes = _weighted_nodes_by_layer(graph)
 
     @contextlib.contextmanager
@@ -248,7 +251,7 @@ SIMULATION_BATCH = 32  # samples per call of the simulation: a batch-1 graph spe
 
 
 def int8_simulation(bundle: ModelBundle, make_quantizer: Callable[[bool], Any], calibration: ArrayDataset | None,
-                    runtime: str) -> Int8Simulation:
+                    runtime: str) -> Pt2eSimulation:
     """The simulation of the int8 program `make_quantizer` gives (whole graph, or its Conv/Linear fallback),
     captured at a batch of SIMULATION_BATCH so that scoring a layer takes one call per 32 samples; a model that
     cannot be captured at that batch (a batch size written into its code) is simulated at its own."""
@@ -258,11 +261,11 @@ def int8_simulation(bundle: ModelBundle, make_quantizer: Callable[[bool], Any], 
         wide = bundle.replace(example_inputs=tuple(x.expand(batch, *x.shape[1:]).clone() for x in examples))
         try:
             graph, _, _, _ = quantize_with_fallback(wide, make_quantizer, calibration, runtime, fold_quantize=False)
-            return Int8Simulation(graph, [tuple(x.shape) for x in wide.example_inputs])
+            return Pt2eSimulation(graph, [tuple(x.shape) for x in wide.example_inputs], runtime)
         except UsageError:
             pass
     graph, _, _, _ = quantize_with_fallback(bundle, make_quantizer, calibration, runtime, fold_quantize=False)
-    return Int8Simulation(graph, [tuple(x.shape) for x in examples])
+    return Pt2eSimulation(graph, [tuple(x.shape) for x in examples], runtime)
 
 
 _WEIGHTED_OPS = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "linear")

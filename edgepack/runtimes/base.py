@@ -11,7 +11,7 @@ import importlib.util
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, ContextManager, Protocol, TypeVar
 
 from edgepack.errors import ToolError, UsageError
 from edgepack.records import (
@@ -30,11 +30,22 @@ if TYPE_CHECKING:
     from edgepack.data.dataset import ArrayDataset
     from edgepack.device.runner_output import RunnerStats
     from edgepack.models.bundle import ModelBundle
-    from edgepack.runtimes._pt2e import Int8Simulation
 
 # A loaded artifact: takes float32 numpy inputs (one per model input), returns float32 numpy outputs.
 # Runtimes with quantized I/O quantize/dequantize inside, so callers always compare floats.
 Session = Callable[[Sequence["np.ndarray"]], list["np.ndarray"]]
+
+
+
+class Int8Simulation(Protocol):
+    """A runtime's plain int8 program, able to run with some layers kept in float without writing an artifact per
+    guess: the sensitivity pass's fast path. A rescue still ships only an artifact it built and judged."""
+
+    description: str  # what it runs, for the report: e.g. "its quantizer's int8 graph run in PyTorch"
+
+    def keeping(self, keep: tuple[str, ...]) -> ContextManager[Session]:
+        """Within the block, a session with the layers under `keep` in float."""
+
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_SOURCES = ("eager", "fp32")  # the values `int8_from` may declare

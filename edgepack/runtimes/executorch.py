@@ -21,7 +21,6 @@ from edgepack.fileio import atomic_path
 from edgepack.records import Artifact, Delegation, FallbackOp, TensorSpec
 from edgepack.runtimes._fixed_batch import run_in_chunks
 from edgepack.runtimes._pt2e import (
-    Int8Simulation,
     calibration_count,
     export_program,
     int8_simulation,
@@ -32,6 +31,7 @@ from edgepack.runtimes._pt2e import (
 )
 from edgepack.runtimes.base import (
     ExportRequest,
+    Int8Simulation,
     RuntimeBase,
     RuntimeOptions,
     Session,

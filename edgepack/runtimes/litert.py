@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from edgepack.errors import ToolError, UsageError, one_line
 from edgepack.fileio import atomic_path
 from edgepack.records import Artifact, OpCount, TensorSpec
+from edgepack.runtimes._aeq import CalibratedModel, calibrate
 from edgepack.runtimes._fixed_batch import run_in_chunks
 from edgepack.runtimes._pt2e import calibration_count, quantize_with_fallback, rejection, weighted_layer_types
 from edgepack.runtimes.base import (
@@ -28,6 +30,7 @@ from edgepack.runtimes.base import (
     calibration_info,
     checked_load,
     count_weights,
+    mixed_scheme,
     op_census,
     typed_options,
 )
@@ -35,12 +38,16 @@ from edgepack.runtimes.base import (
 if TYPE_CHECKING:
     import numpy as np
 
+    from edgepack.data.dataset import ArrayDataset
     from edgepack.device.runner_output import RunnerStats
     from edgepack.models.bundle import ModelBundle
 
 INT8_SCHEME = "litert-torch PT2E static, per-channel symmetric int8 weights, int8 activations, int8 I/O"
 AEQ_SCHEME = "ai-edge-quantizer static int8 on the fp32 .tflite: int8 weights and activations, int8 I/O"
 AEQ_PATH = "ai-edge-quantizer on the converted fp32 .tflite (PT2E int8 conversion failed)"
+AEQ_MIXED_PATH = "ai-edge-quantizer on the converted fp32 .tflite (layers kept in float)"
+MIXED_NOTE = ("layers kept in float go through ai-edge-quantizer on the converted fp32 .tflite: litert-torch's PT2E "
+              "path quantizes a layer left float between int8 neighbours all the same")
 FP32_SCHEME = "fp32 (XNNPACK delegate applied by the interpreter at load)"
 _CONVERSION_OPS = ("QUANTIZE", "DEQUANTIZE")
 _INTEGER_DTYPES = ("int8", "uint8", "int16")
@@ -88,10 +95,13 @@ class LiteRTRuntime(RuntimeBase):
     int8_from: ClassVar[str] = "eager"  # PT2E quantizes the PyTorch graph, then converts it
     supports_qat: ClassVar[bool] = False  # litert-torch's quantizer has no QAT configuration wired here
     phone_runner: ClassVar[str | None] = "benchmark_model"
-    # no mixed-precision rescue: a layer the PT2E quantizer leaves float (its weights float in the converted graph)
-    # comes out of litert_torch.convert int8 all the same when its neighbours are quantized (litert-torch 0.10: the
-    # file, its size and its accuracy are identical to plain int8); only a whole float chain stays float
-    keeps_layers_float: ClassVar[bool] = False
+    # not through PT2E: a layer its quantizer leaves float comes out of litert_torch.convert int8 all the same when
+    # its neighbours are quantized (litert-torch 0.10: file, size and accuracy identical to plain int8); a mixed
+    # export quantizes the converted fp32 file with ai-edge-quantizer instead, its recipe naming the float ops
+    keeps_layers_float: ClassVar[bool] = True
+    # the last fp32 conversion calibrated, with the module and data it came from: a rescue's every attempt and its
+    # sensitivity pass start from it rather than converting and calibrating again
+    _calibrated: tuple[Any, Any, CalibratedModel] | None = None
 
     def import_runtime(self) -> None:
         import ai_edge_litert.interpreter  # noqa: F401
@@ -104,7 +114,13 @@ class LiteRTRuntime(RuntimeBase):
         calibration = None
         export_path, path_notes = "litert_torch.convert", list[str]()
         final = self.artifact_path(bundle.name, request)
-        if request.precision == "int8":
+        if request.precision == "int8" and request.keep_float:
+            calibrated = self._calibrated_model(bundle, request.calibration)
+            write = _bytes_writer(calibrated.quantize(bundle.module, request.keep_float))
+            export_path, path_notes = AEQ_MIXED_PATH, [MIXED_NOTE]
+            scheme = f"{AEQ_SCHEME}, {calibrated.samples} calibration samples{mixed_scheme(request.keep_float)}"
+            calibration = calibration_info(request.calibration, calibrated.samples)
+        elif request.precision == "int8":
             samples = calibration_count(bundle, request.calibration)
             scheme = f"{INT8_SCHEME}, {samples} calibration samples"
             calibration = calibration_info(request.calibration, samples)
@@ -112,7 +128,7 @@ class LiteRTRuntime(RuntimeBase):
                 converted, export_path, path_notes = self._convert_int8(bundle, request)
                 write = _writer(converted, final.name)
             except UsageError as pt2e:  # a known second path: quantize the converted fp32 file instead
-                write, samples = self._quantized_after_conversion(bundle, request, pt2e)
+                write, samples = self._quantized_after_conversion(bundle, request.calibration, pt2e)
                 export_path, scheme = AEQ_PATH, f"{AEQ_SCHEME}, {samples} calibration samples"
                 path_notes = [f"PT2E int8 failed ({str(pt2e).split('rejected the model: ', 1)[-1]}); the fp32 "
                               f".tflite was quantized after conversion with ai-edge-quantizer instead"]
@@ -201,49 +217,38 @@ class LiteRTRuntime(RuntimeBase):
             except Exception as exc:
                 raise rejection(self.name, "litert_torch.convert (int8)", exc) from exc
 
-    def _quantized_after_conversion(self, bundle: ModelBundle, request: ExportRequest,
+    def _quantized_after_conversion(self, bundle: ModelBundle, calibration: ArrayDataset | None,
                                     pt2e: UsageError) -> tuple[Callable[[Path], None], int]:
         """The fp32 conversion quantized by ai-edge-quantizer (static int8 weights and activations, min/max over the
-        calibration samples, fed in batches of the exported size): a writer of the int8 file and the samples used.
-        When this path fails too, the PT2E failure is raised with this one's reason added."""
-        import tempfile
-
-        import numpy as np
-        from ai_edge_litert.interpreter import Interpreter
-        from ai_edge_quantizer import quantizer, recipe
-
-        from edgepack.data.dataset import feed_array
-
+        calibration samples): a writer of the int8 file and the samples used. When this path fails too, the PT2E
+        failure is raised with this one's reason added."""
         try:
-            fp32 = self._convert_fp32(bundle)
-            with tempfile.TemporaryDirectory(prefix="edgepack-aeq-") as tmp:
-                path = Path(tmp) / "fp32.tflite"
-                with _quiet_progress():
-                    fp32.export(str(path))
-                signatures = Interpreter(model_path=str(path)).get_signature_list()
-                signature = next(iter(signatures))
-                names = sorted(signatures[signature]["inputs"], key=_arg_position)
-                batch = int(bundle.example_inputs[0].shape[0])
-                samples = calibration_count(bundle, request.calibration)
-                arrays = request.calibration.arrays if request.calibration is not None else ()
-                if len(arrays) != len(names) or samples == 0:
-                    raise ToolError(f"calibration gives {len(arrays)} input(s) and {samples} sample(s); the model "
-                                    f"takes {len(names)} input(s)")
-                feeds = [{n: feed_array(np.asarray(a[i:i + batch])) for n, a in zip(names, arrays)}
-                         for i in range(0, samples, batch)]
-                qt = quantizer.Quantizer(str(path), recipe.static_wi8_ai8())
-                with _quiet_progress():
-                    result = qt.quantize(qt.calibrate({signature: feeds}, num_threads=1),
-                                         enable_progress_report=False)
-            model = bytes(result.quantized_model or b"")
-            _load_without_delegates(model)  # a file TFLite's own kernels refuse is not an artifact
+            calibrated = self._calibrated_model(bundle, calibration)
+            model = calibrated.quantize(bundle.module, ())
         except Exception as exc:  # noqa: BLE001 - the second path's failure is reported beside the first's
             raise UsageError(f"{pt2e}; ai-edge-quantizer on the fp32 file failed too: {one_line(exc, 200)}") from None
+        return _bytes_writer(model), calibrated.samples
 
-        def write(out: Path) -> None:
-            out.write_bytes(model)
+    def _calibrated_model(self, bundle: ModelBundle, calibration: ArrayDataset | None) -> CalibratedModel:
+        """The model converted to fp32 and calibrated for ai-edge-quantizer; the last one is kept for the next
+        export of the same module with the same calibration data (a rescue's attempts)."""
+        from edgepack.data.dataset import feed_array
 
-        return write, samples
+        cached = self._calibrated
+        if cached is not None and cached[0] is bundle.module and cached[1] is calibration:
+            return cached[2]
+        with tempfile.TemporaryDirectory(prefix="edgepack-aeq-") as tmp:
+            path = Path(tmp) / "fp32.tflite"
+            _writer(self._convert_fp32(bundle), path.name)(path)
+            fp32 = path.read_bytes()
+        arrays = calibration.arrays if calibration is not None else ()
+        calibrated = calibrate(fp32, arrays, calibration_count(bundle, calibration),
+                               int(bundle.example_inputs[0].shape[0]), feed_array)
+        self._calibrated = (bundle.module, calibration, calibrated)
+        return calibrated
+
+    def int8_simulation(self, bundle: ModelBundle, calibration: ArrayDataset | None) -> MixedFiles:
+        return MixedFiles(self._calibrated_model(bundle, calibration), bundle)
 
     # ------------------------------------------------------------------ load
 
@@ -256,20 +261,47 @@ class LiteRTRuntime(RuntimeBase):
             interpreter.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
             raise ToolError(f"litert could not load {path.name}: {one_line(exc)}") from exc
-        in_details = _ordered(interpreter.get_input_details(), "args")
-        out_details = _ordered(interpreter.get_output_details(), "output")
-        shapes = [tuple(int(d) for d in t["shape"]) for t in in_details]
+        return _session(interpreter, path.name)
 
-        def run_one(arrays: list[np.ndarray]) -> list[np.ndarray]:
-            for detail, x in zip(in_details, arrays):
-                interpreter.set_tensor(detail["index"], _quantize(x, detail))
-            interpreter.invoke()
-            return [_dequantize(interpreter.get_tensor(d["index"]), d) for d in out_details]
 
-        def session(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-            return run_in_chunks(run_one, inputs, shapes, path.name)
+class MixedFiles:
+    """LiteRT's int8 files with layers kept in float, made in memory from one calibrated fp32 conversion and run by
+    the interpreter: what the sensitivity pass scores each layer on. Not a simulation: each is the file an export
+    with those layers kept in float writes. Its plain int8 is ai-edge-quantizer's (no layer in float), which may
+    differ from the PT2E file a plain build ships."""
 
-        return session
+    description = ("litert's int8 files made in memory (ai-edge-quantizer's file for each set of float layers, as a "
+                   "mixed export writes it, run by the LiteRT interpreter; effects are against that quantizer's plain "
+                   "int8, not the PT2E file)")
+
+    def __init__(self, calibrated: CalibratedModel, bundle: ModelBundle) -> None:
+        self.calibrated, self.bundle = calibrated, bundle
+
+    @contextlib.contextmanager
+    def keeping(self, keep: tuple[str, ...]) -> Iterator[Session]:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_content=self.calibrated.quantize(self.bundle.module, keep), num_threads=1)
+        interpreter.allocate_tensors()
+        yield _session(interpreter, "the mixed int8 file")
+
+
+def _session(interpreter: Any, name: str) -> Session:
+    """A session over an allocated interpreter: float inputs quantized as the file asks, outputs dequantized."""
+    in_details = _ordered(interpreter.get_input_details(), "args")
+    out_details = _ordered(interpreter.get_output_details(), "output")
+    shapes = [tuple(int(d) for d in t["shape"]) for t in in_details]
+
+    def run_one(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        for detail, x in zip(in_details, arrays):
+            interpreter.set_tensor(detail["index"], _quantize(x, detail))
+        interpreter.invoke()
+        return [_dequantize(interpreter.get_tensor(d["index"]), d) for d in out_details]
+
+    def session(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return run_in_chunks(run_one, inputs, shapes, name)
+
+    return session
 
 
 # -------------------------------------------------------------------- inspection
@@ -286,18 +318,10 @@ def _writer(converted: Any, name: str) -> Callable[[Path], None]:
     return write
 
 
-def _load_without_delegates(model: bytes) -> None:
-    """Open and prepare a .tflite with TFLite's built-in kernels only (no XNNPACK), as _describe reads it."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    Interpreter(model_content=model,
-                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES).allocate_tensors()
-
-
-def _arg_position(name: str) -> int:
-    """litert-torch names a signature's inputs args_0, args_1, ... in the forward's order."""
-    digits = re.findall(r"\d+", name)
-    return int(digits[-1]) if digits else 0
+def _bytes_writer(model: bytes) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        path.write_bytes(model)
+    return write
 
 
 def _describe(path: Path, bundle: ModelBundle) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...],

@@ -21,7 +21,8 @@ needs_onnxruntime = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") i
 def test_runtimes_declare_whether_they_keep_layers_float() -> None:
     assert runtime_class("onnxruntime").keeps_layers_float
     assert runtime_class("executorch").keeps_layers_float
-    assert not runtime_class("litert").keeps_layers_float
+    assert runtime_class("litert").keeps_layers_float
+    assert not runtime_class("openvino").keeps_layers_float
 
 
 def test_layers_are_named_as_in_the_model(digits_bundle) -> None:
@@ -40,8 +41,8 @@ def test_layers_are_named_as_in_the_model(digits_bundle) -> None:
 def test_only_post_training_int8_keeps_layers_float(digits_bundle, tmp_path) -> None:
     with pytest.raises(UsageError, match="post-training int8 choice; this export is fp32"):
         get_runtime("onnxruntime").check_request(ExportRequest("fp32", tmp_path, keep_float=("features.0",)))
-    with pytest.raises(UsageError, match="litert cannot keep layers in float"):
-        runtime_class("litert")().check_request(ExportRequest("int8", tmp_path, keep_float=("features.0",)))
+    with pytest.raises(UsageError, match="openvino cannot keep layers in float"):
+        runtime_class("openvino")().check_request(ExportRequest("int8", tmp_path, keep_float=("features.0",)))
 
 
 @needs_onnxruntime

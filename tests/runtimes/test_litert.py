@@ -167,7 +167,8 @@ def test_when_pt2e_int8_fails_the_fp32_file_is_quantized_after_conversion(runtim
     (tmp_path / "hf_mobilenetv2.py").write_text(HF_MOBILENETV2)
     bundle, _ = load_model(ModelRequest(f"{tmp_path / 'hf_mobilenetv2.py'}:build"))
     x = np.random.default_rng(0).standard_normal((96, 3, 32, 32)).astype(np.float32)
-    int8 = runtime.export(bundle, ExportRequest("int8", tmp_path, calibration=ArrayDataset("random", x[:64])))
+    int8_calibration = ArrayDataset("random", x[:64])
+    int8 = runtime.export(bundle, ExportRequest("int8", tmp_path, calibration=int8_calibration))
     assert int8.export_path == AEQ_PATH
     assert "non-NHWC compatible node" in int8.notes[0] and "ai-edge-quantizer" in int8.notes[0]
     assert "64 calibration samples" in int8.scheme and int8.calibration is not None
@@ -179,3 +180,26 @@ def test_when_pt2e_int8_fails_the_fp32_file_is_quantized_after_conversion(runtim
     with torch.no_grad():
         reference = bundle.module(torch.from_numpy(x[64:])).numpy()
     assert np.mean(got.argmax(1) == reference.argmax(1)) >= 0.9
+    # keeping layers in float goes through the same quantizer, from the same conversion and calibration: the stem's
+    # convolution (its BatchNorm folded in) and the classifier keep float weights, every other layer's are int8
+    from edgepack.rescue import quantizable_layers, weighted_layers_under
+    from edgepack.runtimes.litert import AEQ_MIXED_PATH
+
+    calibrated = runtime._calibrated
+    keep = ("model.mobilenet_v2.conv_stem.first_conv", "model.classifier")
+    mixed = runtime.export(bundle, ExportRequest("int8", tmp_path / "mixed", calibration=int8_calibration,
+                                                 keep_float=keep))
+    assert runtime._calibrated is calibrated  # not converted nor calibrated again
+    assert mixed.export_path == AEQ_MIXED_PATH and mixed.name == "litert-int8-mixed"
+    assert "2 layer(s) kept in float (model.mobilenet_v2.conv_stem.first_conv, model.classifier)" in mixed.scheme
+    modules = dict(bundle.module.named_modules())
+    total = sum(modules[name].weight.numel() for name, _ in quantizable_layers(bundle.module))
+    kept = sum(w.size for name in keep for _, w in weighted_layers_under(bundle.module, name))
+    assert mixed.int8_weight_share == pytest.approx(1 - kept / total, abs=2e-3)
+    assert mixed.float_ops and {op.op for op in mixed.float_ops} <= {"CONV_2D", "FULLY_CONNECTED"}
+    mixed_out = runtime.load(Path(mixed.path), 1)([x[64:]])[0]
+    assert np.mean(mixed_out.argmax(1) == reference.argmax(1)) >= 0.9
+    with pytest.raises(UsageError, match="no weighted op of the converted .tflite comes from module "
+                                         "'model.mobilenet_v2.conv_stem.first_conv.normalization'"):
+        runtime.export(bundle, ExportRequest("int8", tmp_path / "bad", calibration=int8_calibration,
+                                             keep_float=("model.mobilenet_v2.conv_stem.first_conv.normalization",)))

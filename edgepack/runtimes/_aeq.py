@@ -1,0 +1,160 @@
+"""ai-edge-quantizer on a converted fp32 .tflite: LiteRT's second int8 path and its mixed-precision path.
+
+litert-torch's PT2E path quantizes the PyTorch graph before conversion; when it rejects a model, the fp32 file is
+quantized after conversion instead. Keeping layers in float needs this path too: litert-torch quantizes a layer left
+float between int8 neighbours all the same, while ai-edge-quantizer leaves alone the ops its recipe names.
+
+The converted file's tensor names carry the PyTorch module path each tensor came from (torch.export's module stack,
+as `pkg.Root/pkg.Type_attr/...`), which is how a module name is found among the file's ops.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from edgepack.errors import ToolError, UsageError, one_line
+from edgepack.quiet import captured
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+# TFLite ops that carry a layer's weights: what keeping a Conv/Linear module in float leaves unquantized
+WEIGHTED_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "CONV_3D", "TRANSPOSE_CONV", "CONV_3D_TRANSPOSE",
+                          "FULLY_CONNECTED", "BATCH_MATMUL"})
+
+
+@dataclass
+class CalibratedModel:
+    """A converted fp32 .tflite and its tensors' ranges over the calibration samples. Every int8 file made from it
+    starts here, so a rescue trying many sets of float layers calibrates once: the ranges of the full int8 recipe
+    cover every tensor a narrower recipe quantizes."""
+
+    fp32: bytes
+    ranges: Any  # ai-edge-quantizer's calibration result: tensor name -> min/max
+    samples: int  # calibration samples the ranges were taken over
+    _ops: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list, repr=False)
+
+    def quantize(self, module: Any, keep: Sequence[str]) -> bytes:
+        """The static int8 file (int8 weights, activations and I/O) with the ops of the modules under `keep` left in
+        float, checked to load on TFLite's own kernels. A name under which no weighted op is found is a UsageError:
+        keeping it would change nothing."""
+        from ai_edge_quantizer import quantizer, recipe
+
+        plan = list(recipe.static_wi8_ai8())
+        for scope in self.float_scopes(module, keep):
+            # a later entry wins for the scopes it matches; scopes are matched with re.search
+            plan.append({"regex": f"^{re.escape(scope)}$", "operation": "*", "algorithm_key": "no_quantize"})
+        try:
+            with captured():
+                result = quantizer.Quantizer(self.fp32, plan).quantize(self.ranges)
+            model = bytes(result.quantized_model or b"")
+            load_without_delegates(model)
+        except Exception as exc:
+            raise ToolError(f"ai-edge-quantizer could not quantize the fp32 .tflite: {one_line(exc)}") from exc
+        return model
+
+    def float_scopes(self, module: Any, keep: Sequence[str]) -> list[str]:
+        """The scopes (output tensor names, as ai-edge-quantizer matches them) of the weighted ops that belong to the
+        Conv/Linear layers under `keep`. An op's constants carry the places of every PyTorch op fused into it (a
+        convolution's bias may also name the previous layer's activation), so an op belongs to the Conv/Linear layers
+        among those places; an op with none (weights of another module type) belongs to every place it names."""
+        from edgepack.rescue import is_within, quantizable_layers
+
+        if not keep:
+            return []
+        if not self._ops:
+            self._ops = weighted_ops(self.fp32)
+        places = module_places(module)
+        layers = [name for name, _ in quantizable_layers(module)]
+        owners = []
+        for _, scope, constants in self._ops:
+            locations = [part.strip() for constant in constants for part in constant.split(";") if part.strip()]
+            named = [layer for layer in layers if any(_within(loc, places[layer]) for loc in locations)]
+            owners.append((scope, named or [name for name, place in places.items() if name and place in locations]))
+        scopes: list[str] = []
+        for name in keep:
+            if name not in places:
+                raise UsageError(f"the model has no module named {name!r}")
+            found = [scope for scope, named in owners if any(is_within(owner, (name,)) for owner in named)]
+            if not found:
+                raise UsageError(f"no weighted op of the converted .tflite comes from module {name!r}; "
+                                 f"keeping it in float would change nothing")
+            scopes += [scope for scope in found if scope not in scopes]
+        return scopes
+
+
+def calibrate(fp32: bytes, arrays: Sequence[np.ndarray], samples: int, batch: int,
+              feed: Callable[[np.ndarray], np.ndarray]) -> CalibratedModel:
+    """Run the fp32 file over the first `samples` calibration samples (one array per model input), fed in batches of
+    its exported size, and keep the ranges."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer, recipe
+
+    signatures = Interpreter(model_content=fp32).get_signature_list()
+    signature = next(iter(signatures))
+    names = sorted(signatures[signature]["inputs"], key=arg_position)
+    if len(arrays) != len(names) or samples == 0:
+        raise ToolError(f"calibration gives {len(arrays)} input(s) and {samples} sample(s); the model takes "
+                        f"{len(names)} input(s)")
+    feeds = [{n: feed(np.asarray(a[i:i + batch])) for n, a in zip(names, arrays)} for i in range(0, samples, batch)]
+    with captured():
+        qt = quantizer.Quantizer(fp32, recipe.static_wi8_ai8())
+        ranges = qt.calibrate({signature: feeds}, num_threads=1)
+    return CalibratedModel(fp32=fp32, ranges=ranges, samples=samples)
+
+
+def weighted_ops(model: bytes) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(op name, scope, names of its constant inputs) of every weighted op in the file's subgraphs."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    flat = fb.read_model(model)
+    found = []
+    for subgraph in flat.subgraphs:
+        for op in subgraph.operators:
+            kind = str(fb.TFL_OP_CODE_TO_NAME[flat.operatorCodes[op.opcodeIndex].builtinCode])
+            kind = kind.rsplit(".", 1)[-1]  # an enum member prints as TFLOperationName.CONV_2D
+            if kind not in WEIGHTED_OPS:
+                continue
+            constants = tuple(fb.get_tensor_name(subgraph.tensors[i]) for i in op.inputs
+                              if i >= 0 and fb.get_tensor_data(subgraph.tensors[i], flat.buffers) is not None)
+            found.append((kind, fb.get_op_scope(op, subgraph.tensors), constants))
+    return found
+
+
+def module_places(module: Any) -> dict[str, str]:
+    """Each submodule's name -> the module path its tensors carry in a converted file: the root's qualified type,
+    then `/qualified type_attribute` for each step down (torch.export's module stack, as litert-torch writes it)."""
+    def qualified(m: Any) -> str:
+        return f"{type(m).__module__}.{type(m).__qualname__}"
+
+    places = {"": qualified(module)}
+    for name, sub in module.named_modules():
+        if name:
+            parent, _, attr = name.rpartition(".")
+            places[name] = f"{places[parent]}/{qualified(sub)}_{attr}"
+    return places
+
+
+def _within(location: str, place: str) -> bool:
+    location = location.strip()
+    return location == place or location.startswith(place + "/")
+
+
+def arg_position(name: str) -> int:
+    """litert-torch names a signature's inputs args_0, args_1, ... in the forward's order."""
+    digits = re.findall(r"\d+", name)
+    return int(digits[-1]) if digits else 0
+
+
+def load_without_delegates(model: bytes) -> None:
+    """Open and prepare a .tflite with TFLite's built-in kernels only (no XNNPACK): a file they refuse is not an
+    artifact."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    Interpreter(model_content=model,
+                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES).allocate_tensors()
