@@ -61,23 +61,23 @@ class CalibratedModel:
         """The scopes (output tensor names, as ai-edge-quantizer matches them) of the weighted ops that belong to the
         Conv/Linear layers under `keep`. An op's constants carry the places of every PyTorch op fused into it (a
         convolution's bias may also name the previous layer's activation), so an op belongs to the Conv/Linear layers
-        among those places; an op with none (weights of another module type) belongs to every place it names."""
+        among those places; an op with none (weights of another module type) belongs to every module it names."""
         from edgepack.rescue import is_within, quantizable_layers
 
         if not keep:
             return []
         if not self._ops:
             self._ops = weighted_ops(self.fp32)
-        places = module_places(module)
+        places = ModulePlaces(module)
         layers = [name for name, _ in quantizable_layers(module)]
         owners = []
         for _, scope, constants in self._ops:
-            locations = [part.strip() for constant in constants for part in constant.split(";") if part.strip()]
-            named = [layer for layer in layers if any(_within(loc, places[layer]) for loc in locations)]
-            owners.append((scope, named or [name for name, place in places.items() if name and place in locations]))
+            named = {places.module_of(part) for constant in constants for part in constant.split(";")} - {None}
+            ours = [layer for layer in layers if any(is_within(str(n), (layer,)) for n in named)]
+            owners.append((scope, ours or sorted(str(n) for n in named)))
         scopes: list[str] = []
         for name in keep:
-            if name not in places:
+            if name not in places.names:
                 raise UsageError(f"the model has no module named {name!r}")
             found = [scope for scope, named in owners if any(is_within(owner, (name,)) for owner in named)]
             if not found:
@@ -110,14 +110,16 @@ def calibrate(fp32: bytes, arrays: Sequence[np.ndarray], samples: int, batch: in
 
 def weighted_ops(model: bytes) -> list[tuple[str, str, tuple[str, ...]]]:
     """(op name, scope, names of its constant inputs) of every weighted op in the file's subgraphs."""
+    from ai_edge_litert import schema_py_generated as schema
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
 
+    # every builtin op's name (ai-edge-quantizer's own table lists only the ops it quantizes)
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
     flat = fb.read_model(model)
     found = []
     for subgraph in flat.subgraphs:
         for op in subgraph.operators:
-            kind = str(fb.TFL_OP_CODE_TO_NAME[flat.operatorCodes[op.opcodeIndex].builtinCode])
-            kind = kind.rsplit(".", 1)[-1]  # an enum member prints as TFLOperationName.CONV_2D
+            kind = names.get(flat.operatorCodes[op.opcodeIndex].builtinCode, "")
             if kind not in WEIGHTED_OPS:
                 continue
             constants = tuple(fb.get_tensor_name(subgraph.tensors[i]) for i in op.inputs
@@ -126,23 +128,43 @@ def weighted_ops(model: bytes) -> list[tuple[str, str, tuple[str, ...]]]:
     return found
 
 
-def module_places(module: Any) -> dict[str, str]:
-    """Each submodule's name -> the module path its tensors carry in a converted file: the root's qualified type,
-    then `/qualified type_attribute` for each step down (torch.export's module stack, as litert-torch writes it)."""
-    def qualified(m: Any) -> str:
-        return f"{type(m).__module__}.{type(m).__qualname__}"
+class ModulePlaces:
+    """Which module a place in a converted file's tensor names is. litert-torch writes torch.export's module stack:
+    the root's qualified type, then `/qualified type_attribute` for each module called on the way down, where the
+    attribute is the last part of the module's name (`MobileViTLayer_2` for `encoder.layer.2`); a container that is
+    never called (a ModuleList) leaves no step. A place is therefore walked step by step, each step matched to the
+    nearest module under the previous one whose own step it is."""
 
-    places = {"": qualified(module)}
-    for name, sub in module.named_modules():
-        if name:
-            parent, _, attr = name.rpartition(".")
-            places[name] = f"{places[parent]}/{qualified(sub)}_{attr}"
-    return places
+    def __init__(self, module: Any) -> None:
+        self.names = {name for name, _ in module.named_modules()}
+        self._root = _qualified(module)
+        self._by_step: dict[str, list[str]] = {}
+        for name, sub in module.named_modules():
+            if name:
+                self._by_step.setdefault(f"{_qualified(sub)}_{name.rpartition('.')[2]}", []).append(name)
+        self._known: dict[str, str | None] = {}
+
+    def module_of(self, place: str) -> str | None:
+        """The module's name ("" for the root); None when the place is not one of this model's."""
+        place = place.strip()
+        if place not in self._known:
+            self._known[place] = self._walk(place.split("/"))
+        return self._known[place]
+
+    def _walk(self, steps: list[str]) -> str | None:
+        if not steps or steps[0] != self._root:
+            return None
+        current = ""
+        for step in steps[1:]:
+            under = [n for n in self._by_step.get(step, ()) if not current or n.startswith(current + ".")]
+            if not under:
+                return None
+            current = min(under, key=lambda n: n.count("."))
+        return current
 
 
-def _within(location: str, place: str) -> bool:
-    location = location.strip()
-    return location == place or location.startswith(place + "/")
+def _qualified(module: Any) -> str:
+    return f"{type(module).__module__}.{type(module).__qualname__}"
 
 
 def arg_position(name: str) -> int:

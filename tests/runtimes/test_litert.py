@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from edgepack.errors import MissingDependency, ToolError, UsageError
 from edgepack.fileio import sha256_file
@@ -175,8 +176,6 @@ def test_when_pt2e_int8_fails_the_fp32_file_is_quantized_after_conversion(runtim
     assert int8.int8_weight_share is not None and int8.int8_weight_share > 0.99
     assert int8.inputs[0].dtype == "int8"  # fully static, as the PT2E path's files are
     got = runtime.load(Path(int8.path), 1)([x[64:]])[0]
-    import torch
-
     with torch.no_grad():
         reference = bundle.module(torch.from_numpy(x[64:])).numpy()
     assert np.mean(got.argmax(1) == reference.argmax(1)) >= 0.9
@@ -203,3 +202,47 @@ def test_when_pt2e_int8_fails_the_fp32_file_is_quantized_after_conversion(runtim
                                          "'model.mobilenet_v2.conv_stem.first_conv.normalization'"):
         runtime.export(bundle, ExportRequest("int8", tmp_path / "bad", calibration=int8_calibration,
                                              keep_float=("model.mobilenet_v2.conv_stem.first_conv.normalization",)))
+
+
+class _LinearStack(torch.nn.Module):
+    """Three Linear layers in a ModuleList, which torch.export's module stack (and so the converted file's tensor
+    names) skips: `layers.1` shows up as `Linear_1` right under the root."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList([torch.nn.Linear(32, 32) for _ in range(3)])
+        self.head = torch.nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = torch.relu(layer(x))
+        return self.head(x)
+
+
+@pytest.mark.slow
+def test_a_layer_in_a_module_list_is_kept_in_float(runtime, tmp_path):
+    from edgepack.data.dataset import ArrayDataset
+    from edgepack.models.bundle import ModelBundle
+    from edgepack.records import Provenance
+    from edgepack.runtimes._aeq import ModulePlaces
+
+    torch.manual_seed(0)
+    module = _LinearStack().eval()
+    provenance = Provenance(source="tests:stack", kind="python", model_name="stack", output_taken="tensor",
+                            params=0, macs=0, input_shapes=((1, 32),))
+    bundle = ModelBundle(module, (torch.randn(1, 32),), ("input",), provenance)
+    x = np.random.default_rng(0).standard_normal((96, 32)).astype(np.float32)
+    mixed = runtime.export(bundle, ExportRequest("int8", tmp_path, calibration=ArrayDataset("random", x[:64]),
+                                                 keep_float=("layers.1",)))
+    assert mixed.int8_weight_share == pytest.approx(1 - 32 * 32 / (3 * 32 * 32 + 32 * 10))
+    assert {op.op: op.count for op in mixed.float_ops} == {"FULLY_CONNECTED": 1}
+    with torch.no_grad():
+        reference = module(torch.from_numpy(x[64:])).numpy()
+    got = runtime.load(Path(mixed.path), 1)([x[64:]])[0]
+    assert np.mean(got.argmax(1) == reference.argmax(1)) >= 0.9
+    places = ModulePlaces(module)
+    root = f"{__name__}._LinearStack"
+    assert places.module_of(f"{root}/torch.nn.modules.linear.Linear_1") == "layers.1"
+    assert places.module_of(f"{root}/torch.nn.modules.linear.Linear_head") == "head"
+    assert places.module_of(f"{root}/torch.nn.modules.linear.Linear_7") is None
+    assert places.module_of("other.Model/torch.nn.modules.linear.Linear_1") is None
