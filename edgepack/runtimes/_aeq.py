@@ -36,7 +36,7 @@ class CalibratedModel:
     fp32: bytes
     ranges: Any  # ai-edge-quantizer's calibration result: tensor name -> min/max
     samples: int  # calibration samples the ranges were taken over
-    _ops: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list, repr=False)
+    _ops: list[tuple[str, str, tuple[str, ...]]] | None = field(default=None, repr=False)  # weighted_ops, once
 
     def quantize(self, module: Any, keep: Sequence[str]) -> bytes:
         """The static int8 file (int8 weights, activations and I/O) with the ops of the modules under `keep` left in
@@ -66,7 +66,7 @@ class CalibratedModel:
 
         if not keep:
             return []
-        if not self._ops:
+        if self._ops is None:
             self._ops = weighted_ops(self.fp32)
         places = ModulePlaces(module)
         layers = [name for name, _ in quantizable_layers(module)]

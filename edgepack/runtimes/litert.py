@@ -102,6 +102,7 @@ class LiteRTRuntime(RuntimeBase):
     # the last fp32 conversion calibrated, with the module and data it came from: a rescue's every attempt and its
     # sensitivity pass start from it rather than converting and calibrating again
     _calibrated: tuple[Any, Any, CalibratedModel] | None = None
+    _fp32: tuple[Any, bytes] | None = None  # the last fp32 file exported, with its module: the same conversion
 
     def import_runtime(self) -> None:
         import ai_edge_litert.interpreter  # noqa: F401
@@ -142,6 +143,8 @@ class LiteRTRuntime(RuntimeBase):
             # Read the file back before it gets its final name: a file the interpreter can't open is not an artifact.
             inputs, outputs, ops, float_ops = _describe(tmp, bundle)
             weights = _weight_census(tmp)
+            if request.precision == "fp32":
+                self._fp32 = (bundle.module, tmp.read_bytes())
         # in an fp32 model every op runs on float kernels: the census says something only for int8
         float_ops = float_ops if request.precision == "int8" else ()
         artifact = self.describe_file(final, request, inputs=inputs, outputs=outputs, scheme=scheme,
@@ -230,17 +233,21 @@ class LiteRTRuntime(RuntimeBase):
         return _bytes_writer(model), calibrated.samples
 
     def _calibrated_model(self, bundle: ModelBundle, calibration: ArrayDataset | None) -> CalibratedModel:
-        """The model converted to fp32 and calibrated for ai-edge-quantizer; the last one is kept for the next
-        export of the same module with the same calibration data (a rescue's attempts)."""
+        """The model converted to fp32 (or the fp32 file this runtime exported for it) and calibrated for
+        ai-edge-quantizer; the last one is kept for the next export of the same module with the same calibration
+        data (a rescue's attempts)."""
         from edgepack.data.dataset import feed_array
 
         cached = self._calibrated
         if cached is not None and cached[0] is bundle.module and cached[1] is calibration:
             return cached[2]
-        with tempfile.TemporaryDirectory(prefix="edgepack-aeq-") as tmp:
-            path = Path(tmp) / "fp32.tflite"
-            _writer(self._convert_fp32(bundle), path.name)(path)
-            fp32 = path.read_bytes()
+        if self._fp32 is not None and self._fp32[0] is bundle.module:
+            fp32 = self._fp32[1]
+        else:
+            with tempfile.TemporaryDirectory(prefix="edgepack-aeq-") as tmp:
+                path = Path(tmp) / "fp32.tflite"
+                _writer(self._convert_fp32(bundle), path.name)(path)
+                fp32 = path.read_bytes()
         arrays = calibration.arrays if calibration is not None else ()
         calibrated = calibrate(fp32, arrays, calibration_count(bundle, calibration),
                                int(bundle.example_inputs[0].shape[0]), feed_array)

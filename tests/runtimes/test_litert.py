@@ -220,7 +220,7 @@ class _LinearStack(torch.nn.Module):
 
 
 @pytest.mark.slow
-def test_a_layer_in_a_module_list_is_kept_in_float(runtime, tmp_path):
+def test_a_layer_in_a_module_list_is_kept_in_float(runtime, tmp_path, monkeypatch):
     from edgepack.data.dataset import ArrayDataset
     from edgepack.models.bundle import ModelBundle
     from edgepack.records import Provenance
@@ -232,6 +232,12 @@ def test_a_layer_in_a_module_list_is_kept_in_float(runtime, tmp_path):
                             params=0, macs=0, input_shapes=((1, 32),))
     bundle = ModelBundle(module, (torch.randn(1, 32),), ("input",), provenance)
     x = np.random.default_rng(0).standard_normal((96, 32)).astype(np.float32)
+    runtime.export(bundle, ExportRequest("fp32", tmp_path))
+
+    def converted_again(_bundle):
+        raise AssertionError("the fp32 file this runtime exported for the module is quantized, not a new conversion")
+
+    monkeypatch.setattr(runtime, "_convert_fp32", converted_again)
     mixed = runtime.export(bundle, ExportRequest("int8", tmp_path, calibration=ArrayDataset("random", x[:64]),
                                                  keep_float=("layers.1",)))
     assert mixed.int8_weight_share == pytest.approx(1 - 32 * 32 / (3 * 32 * 32 + 32 * 10))
