@@ -36,7 +36,7 @@ class CalibratedModel:
     fp32: bytes
     ranges: Any  # ai-edge-quantizer's calibration result: tensor name -> min/max
     samples: int  # calibration samples the ranges were taken over
-    _ops: list[tuple[str, str, tuple[str, ...]]] | None = field(default=None, repr=False)  # weighted_ops, once
+    _owners: tuple[Any, list[tuple[str, list[str]]]] | None = field(default=None, repr=False)  # per module, once
 
     def quantize(self, module: Any, keep: Sequence[str]) -> bytes:
         """The static int8 file (int8 weights, activations and I/O) with the ops of the modules under `keep` left in
@@ -59,25 +59,17 @@ class CalibratedModel:
 
     def float_scopes(self, module: Any, keep: Sequence[str]) -> list[str]:
         """The scopes (output tensor names, as ai-edge-quantizer matches them) of the weighted ops that belong to the
-        Conv/Linear layers under `keep`. An op's constants carry the places of every PyTorch op fused into it (a
-        convolution's bias may also name the previous layer's activation), so an op belongs to the Conv/Linear layers
-        among those places; an op with none (weights of another module type) belongs to every module it names."""
-        from edgepack.rescue import is_within, quantizable_layers
+        modules under `keep` (see `op_owners`)."""
+        from edgepack.rescue import is_within
 
         if not keep:
             return []
-        if self._ops is None:
-            self._ops = weighted_ops(self.fp32)
-        places = ModulePlaces(module)
-        layers = [name for name, _ in quantizable_layers(module)]
-        owners = []
-        for _, scope, constants in self._ops:
-            named = {places.module_of(part) for constant in constants for part in constant.split(";")} - {None}
-            ours = [layer for layer in layers if any(is_within(str(n), (layer,)) for n in named)]
-            owners.append((scope, ours or sorted(str(n) for n in named)))
+        if self._owners is None or self._owners[0] is not module:
+            self._owners = (module, op_owners(weighted_ops(self.fp32), module))
+        owners, names = self._owners[1], {name for name, _ in module.named_modules()}
         scopes: list[str] = []
         for name in keep:
-            if name not in places.names:
+            if name not in names:
                 raise UsageError(f"the model has no module named {name!r}")
             found = [scope for scope, named in owners if any(is_within(owner, (name,)) for owner in named)]
             if not found:
@@ -85,6 +77,53 @@ class CalibratedModel:
                                  f"keeping it in float would change nothing")
             scopes += [scope for scope in found if scope not in scopes]
         return scopes
+
+
+def op_owners(ops: list[WeightedOp], module: Any) -> list[tuple[str, list[str]]]:
+    """(scope, the modules it belongs to) of each weighted op. An op's constants carry the places of every PyTorch op
+    fused into it (a convolution's bias may also name the previous layer's activation), so an op belongs to the
+    Conv/Linear layer among those places. When they name several (constant folding merges the places of a query,
+    key and value projection) or none (weights folded with a BatchNorm or attention's scale carry only that module's
+    place, or their parent's), the op belongs to the layer among those named, or under the modules named, whose
+    weights its own are up to a factor per output channel; failing that, to the only layer under them, or the first
+    layer its output names. An op with no layer at all (weights of another module type) belongs to every module it
+    names."""
+    from edgepack.rescue import is_within, quantizable_layers
+
+    places = ModulePlaces(module)
+    modules = dict(module.named_modules())
+    layers = [name for name, _ in quantizable_layers(module)]
+    owners = []
+    for op in ops:
+        named = [n for n in (places.module_of(part) for constant in op.constants for part in constant.split(";"))
+                 if n is not None]
+        outputs = [n for n in (places.module_of(part) for part in op.scope.split(";")) if n is not None]
+        ours = [layer for layer in layers if any(is_within(n, (layer,)) for n in named)]
+        if len(ours) != 1:
+            pool = ours or [layer for layer in layers if any(is_within(layer, (n,)) for n in [*named, *outputs] if n)]
+            alike = [layer for layer in pool
+                     if op.weight is not None and _same_channels(op.weight, op.out_axis, modules[layer])]
+            ours = alike or (pool if len(pool) == 1 else ours)
+        if not ours:
+            ours = [layer for n in outputs for layer in layers if is_within(n, (layer,))][:1]
+        owners.append((op.scope, ours or [*named, *outputs]))
+    return owners
+
+
+def _same_channels(weight: np.ndarray, out_axis: int, layer: Any) -> bool:
+    """Whether a file's weight is a layer's up to one factor per output channel: each channel's sorted magnitudes,
+    over their largest, agree (layouts differ between PyTorch and TFLite; the values of a channel do not)."""
+    import numpy as np
+
+    def profile(w: np.ndarray, axis: int) -> np.ndarray:
+        rows = np.sort(np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1).astype(np.float64)), axis=1)
+        return rows / np.maximum(rows[:, -1:], 1e-30)
+
+    theirs = layer.weight.detach().cpu().numpy()
+    axis = 1 if "Transpose" in type(layer).__name__ else 0  # ConvTranspose: (in, out / groups, *kernel)
+    if weight.size != theirs.size or weight.shape[out_axis] != theirs.shape[axis]:
+        return False
+    return bool(np.allclose(profile(weight, out_axis), profile(theirs, axis), atol=1e-4))
 
 
 def calibrate(fp32: bytes, arrays: Sequence[np.ndarray], samples: int, batch: int,
@@ -95,21 +134,36 @@ def calibrate(fp32: bytes, arrays: Sequence[np.ndarray], samples: int, batch: in
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import quantizer, recipe
 
-    signatures = Interpreter(model_content=fp32).get_signature_list()
-    signature = next(iter(signatures))
-    names = sorted(signatures[signature]["inputs"], key=arg_position)
+    interpreter = Interpreter(model_content=fp32)
+    signature = next(iter(interpreter.get_signature_list()))
+    dtypes = {name: detail["dtype"]
+              for name, detail in interpreter.get_signature_runner(signature).get_input_details().items()}
+    names = sorted(dtypes, key=arg_position)
     if len(arrays) != len(names) or samples == 0:
         raise ToolError(f"calibration gives {len(arrays)} input(s) and {samples} sample(s); the model takes "
                         f"{len(names)} input(s)")
-    feeds = [{n: feed(np.asarray(a[i:i + batch])) for n, a in zip(names, arrays)} for i in range(0, samples, batch)]
+    # the file's own input types: token ids come as int64 and the converted file takes int32
+    feeds = [{n: feed(np.asarray(a[i:i + batch])).astype(dtypes[n], copy=False) for n, a in zip(names, arrays)}
+             for i in range(0, samples, batch)]
     with captured():
         qt = quantizer.Quantizer(fp32, recipe.static_wi8_ai8())
         ranges = qt.calibrate({signature: feeds}, num_threads=1)
     return CalibratedModel(fp32=fp32, ranges=ranges, samples=samples)
 
 
-def weighted_ops(model: bytes) -> list[tuple[str, str, tuple[str, ...]]]:
-    """(op name, scope, names of its constant inputs) of every weighted op in the file's subgraphs."""
+@dataclass(frozen=True)
+class WeightedOp:
+    """A TFLite op that carries a layer's weights."""
+
+    kind: str  # CONV_2D, FULLY_CONNECTED, ...
+    scope: str  # its output tensor names, as ai-edge-quantizer matches ops
+    constants: tuple[str, ...]  # names of its constant inputs
+    weight: np.ndarray | None  # its largest constant of two or more dimensions
+    out_axis: int  # the weight's output-channel axis
+
+
+def weighted_ops(model: bytes) -> list[WeightedOp]:
+    """Every weighted op in the file's subgraphs."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
 
@@ -122,9 +176,14 @@ def weighted_ops(model: bytes) -> list[tuple[str, str, tuple[str, ...]]]:
             kind = names.get(flat.operatorCodes[op.opcodeIndex].builtinCode, "")
             if kind not in WEIGHTED_OPS:
                 continue
-            constants = tuple(fb.get_tensor_name(subgraph.tensors[i]) for i in op.inputs
-                              if i >= 0 and fb.get_tensor_data(subgraph.tensors[i], flat.buffers) is not None)
-            found.append((kind, fb.get_op_scope(op, subgraph.tensors), constants))
+            constants = [(subgraph.tensors[i], fb.get_tensor_data(subgraph.tensors[i], flat.buffers))
+                         for i in op.inputs if i >= 0]
+            constants = [(tensor, data) for tensor, data in constants if data is not None]
+            arrays = [data for _, data in constants if data.ndim >= 2]
+            found.append(WeightedOp(kind=kind, scope=fb.get_op_scope(op, subgraph.tensors),
+                                    constants=tuple(fb.get_tensor_name(tensor) for tensor, _ in constants),
+                                    weight=max(arrays, key=lambda a: a.size) if arrays else None,
+                                    out_axis=3 if kind == "DEPTHWISE_CONV_2D" else 0))  # [1, kh, kw, out]
     return found
 
 
@@ -136,7 +195,6 @@ class ModulePlaces:
     nearest module under the previous one whose own step it is."""
 
     def __init__(self, module: Any) -> None:
-        self.names = {name for name, _ in module.named_modules()}
         self._root = _qualified(module)
         self._by_step: dict[str, list[str]] = {}
         for name, sub in module.named_modules():

@@ -252,3 +252,46 @@ def test_a_layer_in_a_module_list_is_kept_in_float(runtime, tmp_path, monkeypatc
     assert places.module_of(f"{root}/torch.nn.modules.linear.Linear_head") == "head"
     assert places.module_of(f"{root}/torch.nn.modules.linear.Linear_7") is None
     assert places.module_of("other.Model/torch.nn.modules.linear.Linear_1") is None
+
+
+HF_BERT = '''
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+
+def build():
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=32, num_labels=10)
+    ids = torch.randint(0, 64, (1, 16), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(1, 16, dtype=torch.long)
+    return BertForSequenceClassification(config).eval(), {"input_ids": ids, "attention_mask": mask}
+'''
+
+
+@pytest.mark.slow
+def test_bert_query_key_and_value_are_told_apart_and_kept_in_float_one_by_one(runtime, tmp_path):
+    """Constant folding merges the places of BERT's query, key and value projections into each other's weight
+    names: each op is then matched to its layer by its weights' values."""
+    pytest.importorskip("transformers")
+    from edgepack.data.dataset import ArrayDataset
+    from edgepack.models.loader import ModelRequest, load_model
+
+    (tmp_path / "hf_bert.py").write_text(HF_BERT)
+    bundle, _ = load_model(ModelRequest(f"{tmp_path / 'hf_bert.py'}:build"))
+    rng = np.random.default_rng(0)
+    ids, mask = rng.integers(0, 64, (48, 16)), np.ones((48, 16), dtype=np.int64)
+    calibration = ArrayDataset("random tokens", (ids[:32], mask[:32]))
+    runtime.export(bundle, ExportRequest("fp32", tmp_path))
+    attention = next(name for name, _ in bundle.module.named_modules() if name.endswith("attention.self"))
+    calibrated = runtime._calibrated_model(bundle, calibration)
+    scopes = {part: calibrated.float_scopes(bundle.module, (f"{attention}.{part}",))
+              for part in ("query", "key", "value")}
+    assert all(len(found) == 1 for found in scopes.values()) and len({s[0] for s in scopes.values()}) == 3
+    mixed = runtime.export(bundle, ExportRequest("int8", tmp_path / "mixed", calibration=calibration,
+                                                 keep_float=(f"{attention}.key",)))
+    assert {op.op: op.count for op in mixed.float_ops}.get("FULLY_CONNECTED") == 1
+    with torch.no_grad():
+        reference = bundle.module(torch.from_numpy(ids[32:]), torch.from_numpy(mask[32:])).numpy()
+    got = runtime.load(Path(mixed.path), 1)([ids[32:], mask[32:]])[0]
+    assert np.isfinite(got).all() and np.mean(got.argmax(1) == reference.argmax(1)) >= 0.8
