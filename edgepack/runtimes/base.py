@@ -191,8 +191,8 @@ class Runtime(Protocol):
         """SQNR (dB) of each named layer's output in int8 against fp32, computed by this runtime; None: it cannot."""
 
     def int8_simulation(self, bundle: ModelBundle, calibration: ArrayDataset | None) -> Int8Simulation | None:
-        """The plain int8 export simulated in PyTorch, able to keep layers in float without exporting again (the
-        sensitivity pass's fast path); None: this runtime has none."""
+        """The plain int8 program, able to run with layers kept in float without writing an artifact per guess (the
+        sensitivity pass's fast path: see Int8Simulation); None: this runtime has none."""
 
     def bundle_snippet(self, artifact: Artifact, threads: int, versions: Mapping[str, str]) -> str | None:
         """Markdown showing how an Android app loads and runs the artifact; None: no snippet for this runtime."""

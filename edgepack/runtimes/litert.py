@@ -89,8 +89,9 @@ class LiteRTRuntime(RuntimeBase):
     name: ClassVar[str] = "litert"
     file_format: ClassVar[str] = "tflite"
     extra: ClassVar[str] = "litert"
-    modules: ClassVar[tuple[str, ...]] = ("litert_torch", "ai_edge_litert")
-    distributions: ClassVar[tuple[str, ...]] = ("litert-torch", "ai-edge-litert", "torchao", "torch")
+    modules: ClassVar[tuple[str, ...]] = ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")
+    distributions: ClassVar[tuple[str, ...]] = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torchao",
+                                                "torch")
     options_type: ClassVar[type[RuntimeOptions]] = LiteRTOptions
     int8_from: ClassVar[str] = "eager"  # PT2E quantizes the PyTorch graph, then converts it
     supports_qat: ClassVar[bool] = False  # litert-torch's quantizer has no QAT configuration wired here

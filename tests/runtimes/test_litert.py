@@ -18,7 +18,7 @@ from edgepack.runtimes import get_runtime
 from edgepack.runtimes.base import ExportRequest
 
 pytestmark = pytest.mark.skipif(
-    any(importlib.util.find_spec(m) is None for m in ("litert_torch", "ai_edge_litert")),
+    any(importlib.util.find_spec(m) is None for m in ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")),
     reason="litert extra not installed",
 )
 
