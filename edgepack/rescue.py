@@ -5,7 +5,8 @@ that layer alone kept in float and measure the metric the build is judged by; th
 change against the plain int8 artifact. Rescue: keep the most sensitive layers in float, greedily, each step rebuilt and
 judged for real (effects do not simply add up), until the artifact meets the parity floor and every accuracy budget, or
 the bound on float layers is reached. A runtime whose exports are slow (ExecuTorch) may instead supply a simulation of
-its int8 program: layers are then scored there, and only the greedy steps the simulation says hold are built.
+its int8 program: layers are then scored there, each greedy step keeps whichever of the best-ranked layers scores
+best with those already kept, and only the steps the simulation says hold are built.
 
 This module holds the ranking and the greedy loop only; building an artifact and judging it are the pipeline's
 callables, so the loop knows nothing of runtimes, files or data. Importing it stays torch-free.
@@ -36,6 +37,9 @@ METRIC_LAYERS = 16
 # seconds a sensitivity ranking and rescue may spend by default (--rescue-time-limit): each step exports and judges
 # one artifact, which for a mid-size model on ExecuTorch takes a minute, so an unbounded rescue could take an hour
 TIME_LIMIT_S = 300.0
+# with a simulation, each greedy step tries this many of the best-ranked layers not yet kept and keeps the one that
+# scores best with those already kept: effects do not add up, and a simulated set costs a fraction of a second
+FORWARD_CANDIDATES = 8
 
 
 @dataclass(frozen=True)
@@ -193,9 +197,10 @@ def run(runtime: str, plain: Judged, module: Any, metric: Metric, reason: str, b
     and the judged artifact that holds (None when only ranking, or when no attempt within the bound holds). No new
     build starts after `time_limit_s`; the outcome then says the limit stopped it.
 
-    With `simulate`, the layers are ranked in the simulation and each greedy step is simulated first: only a set of
-    float layers the simulation says holds is built and judged through the runtime (and, when none does, the one
-    it scores best, once), so the artifact that ships was still built and judged for real."""
+    With `simulate`, the layers are ranked in the simulation and the greedy steps are chosen there: each adds the
+    one of the FORWARD_CANDIDATES best-ranked layers not yet kept that scores best with those already kept. Only a
+    set of float layers the simulation says holds is built and judged through the runtime (and, when none does, the
+    one it scores best, once), so the artifact that ships was still built and judged for real."""
     start = time.perf_counter()
 
     def out_of_time() -> bool:
@@ -255,13 +260,20 @@ def run(runtime: str, plain: Judged, module: Any, metric: Metric, reason: str, b
 
     kept: tuple[str, ...] = ()
     won: Optional[Judged] = None
-    for layer in [layer for layer in ranking if layer.effect is not None][:bound]:
-        kept = (*kept, layer.layer)
-        if kept not in judged and out_of_time():
-            break
-        if simulate is not None:
-            simulated = _try(simulate, kept)
-            if isinstance(simulated, Judged) and not simulated.holds:  # not worth a build
+    ranked = [layer.layer for layer in ranking if layer.effect is not None]
+    while len(kept) < min(bound, len(ranked)):
+        if simulate is None:
+            kept = (*kept, ranked[len(kept)])
+            if kept not in judged and out_of_time():
+                break
+        else:
+            if out_of_time():
+                break
+            step = _best_addition(simulate, kept, [name for name in ranked if name not in kept][:FORWARD_CANDIDATES])
+            if step is None:
+                break
+            kept, simulated = step
+            if not simulated.holds:  # not worth a build
                 attempts.append(simulated.attempt(kept, simulated=True))
                 if best_simulated is None or simulated.score > best_simulated[1]:
                     best_simulated = (kept, simulated.score)
@@ -287,6 +299,18 @@ def run(runtime: str, plain: Judged, module: Any, metric: Metric, reason: str, b
     limit = stopped.replace("(stopped", "(the search was stopped") if out_of_time() else ""
     return _done(record, start, outcome=f"no rescue with at most {bound} of {len(layers)} layers in float meets the "
                                         f"budget{limit}; {reached}"), None
+
+
+def _best_addition(simulate: SimulateFn, kept: tuple[str, ...], candidates: Sequence[str],
+                   ) -> Optional[tuple[tuple[str, ...], Judged]]:
+    """The greedy step in the simulation: `kept` plus whichever candidate scores best with it (the earlier one in
+    the ranking on a tie), and how it was judged; None when no candidate's set could be simulated."""
+    best: Optional[tuple[tuple[str, ...], Judged]] = None
+    for name in candidates:
+        result = _try(simulate, (*kept, name))
+        if isinstance(result, Judged) and (best is None or result.score > best[1].score):
+            best = ((*kept, name), result)
+    return best
 
 
 def short_outcome(record: Rescue) -> str:

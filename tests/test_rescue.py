@@ -366,13 +366,30 @@ def test_a_simulated_ranking_builds_only_the_set_the_simulation_says_holds() -> 
         return _fake_judged("m-int8", score, holds=score >= 0.75)
 
     record, won, built = _rescue_with_simulation(simulate, lambda keep: 0.5 + sum(gains[k] for k in keep), True)
-    assert simulated[:5] == [(), ("0",), ("1",), ("2",), ("3",)] and simulated[5:] == [("1",), ("1", "0")]
+    # ranked alone, then each step tries every remaining layer with those kept (4 candidates here, under the 8)
+    assert simulated[:5] == [(), ("0",), ("1",), ("2",), ("3",)]
+    assert simulated[5:] == [("1",), ("0",), ("3",), ("2",), ("1", "0"), ("1", "3"), ("1", "2")]
     assert [layer.layer for layer in record.layers] == ["1", "0", "3", "2"]
     assert record.layers[0].effect == pytest.approx(0.3)  # against the simulation's plain int8 (0.4), not 0.5
     assert record.simulated and built == [("1", "0")]
     assert [(a.float_layers, a.simulated) for a in record.attempts] == [(("1",), True), (("1", "0"), False)]
     assert won is not None and record.rescued == "m-int8-mixed" and record.float_layers == ("1", "0")
     assert Rescue.from_dict(record.to_dict()) == record
+
+
+def test_each_simulated_step_keeps_the_layer_that_adds_most_to_those_kept() -> None:
+    """Layer 1 ranks above layer 2 alone, but repairs what layer 0 already repairs: in ranking order the rescue would
+    keep (0, 1) and miss; the greedy step in the simulation keeps (0, 2), which holds, and only that set is built."""
+    def score(keep: tuple[str, ...]) -> float:
+        return 0.4 + 0.2 * ("0" in keep) + 0.15 * ("1" in keep and "0" not in keep) + 0.14 * ("2" in keep)
+
+    def simulate(keep: tuple[str, ...]) -> "Judged":
+        return _fake_judged("m-int8", score(keep), holds=score(keep) >= 0.7)
+
+    record, won, built = _rescue_with_simulation(simulate, score, True)
+    assert [layer.layer for layer in record.layers] == ["0", "1", "2", "3"]
+    assert built == [("0", "2")] and won is not None and record.float_layers == ("0", "2")
+    assert [(a.float_layers, a.simulated) for a in record.attempts] == [(("0",), True), (("0", "2"), False)]
 
 
 def test_when_the_simulation_never_holds_its_best_set_is_built_once() -> None:
