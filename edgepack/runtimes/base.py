@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 Session = Callable[[Sequence["np.ndarray"]], list["np.ndarray"]]
 
 
-
 class Int8Simulation(Protocol):
     """A runtime's plain int8 program, able to run with some layers kept in float without writing an artifact per
     guess: the sensitivity pass's fast path. A rescue still ships only an artifact it built and judged."""
