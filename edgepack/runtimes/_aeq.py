@@ -11,7 +11,7 @@ as `pkg.Root/pkg.Type_attr/...`), which is how a module name is found among the 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,8 @@ class CalibratedModel:
     fp32: bytes
     ranges: Any  # ai-edge-quantizer's calibration result: tensor name -> min/max
     samples: int  # calibration samples the ranges were taken over
-    _owners: tuple[Any, list[tuple[str, list[str]]]] | None = field(default=None, repr=False)  # per module, once
+    # the module last asked about, its module names and each weighted op's owners (op_owners): computed once
+    _owners: tuple[Any, set[str], list[tuple[str, list[str]]]] | None = field(default=None, repr=False)
 
     def quantize(self, module: Any, keep: Sequence[str]) -> bytes:
         """The static int8 file (int8 weights, activations and I/O) with the ops of the modules under `keep` left in
@@ -65,8 +66,9 @@ class CalibratedModel:
         if not keep:
             return []
         if self._owners is None or self._owners[0] is not module:
-            self._owners = (module, op_owners(weighted_ops(self.fp32), module))
-        owners, names = self._owners[1], {name for name, _ in module.named_modules()}
+            self._owners = (module, {name for name, _ in module.named_modules()},
+                            op_owners(weighted_ops(self.fp32), module))
+        _, names, owners = self._owners
         scopes: list[str] = []
         for name in keep:
             if name not in names:
@@ -126,8 +128,7 @@ def _same_channels(weight: np.ndarray, out_axis: int, layer: Any) -> bool:
     return bool(np.allclose(profile(weight, out_axis), profile(theirs, axis), atol=1e-4))
 
 
-def calibrate(fp32: bytes, arrays: Sequence[np.ndarray], samples: int, batch: int,
-              feed: Callable[[np.ndarray], np.ndarray]) -> CalibratedModel:
+def calibrate(fp32: bytes, arrays: Sequence[np.ndarray], samples: int, batch: int) -> CalibratedModel:
     """Run the fp32 file over the first `samples` calibration samples (one array per model input), fed in batches of
     its exported size, and keep the ranges."""
     import numpy as np
@@ -142,8 +143,8 @@ def calibrate(fp32: bytes, arrays: Sequence[np.ndarray], samples: int, batch: in
     if len(arrays) != len(names) or samples == 0:
         raise ToolError(f"calibration gives {len(arrays)} input(s) and {samples} sample(s); the model takes "
                         f"{len(names)} input(s)")
-    # the file's own input types: token ids come as int64 and the converted file takes int32
-    feeds = [{n: feed(np.asarray(a[i:i + batch])).astype(dtypes[n], copy=False) for n, a in zip(names, arrays)}
+    # in the file's own input types: token ids come as int64 and the converted file takes int32
+    feeds = [{n: np.ascontiguousarray(a[i:i + batch], dtype=dtypes[n]) for n, a in zip(names, arrays)}
              for i in range(0, samples, batch)]
     with captured():
         qt = quantizer.Quantizer(fp32, recipe.static_wi8_ai8())

@@ -237,8 +237,6 @@ class LiteRTRuntime(RuntimeBase):
         """The model converted to fp32 (or the fp32 file this runtime exported for it) and calibrated for
         ai-edge-quantizer; the last one is kept for the next export of the same module with the same calibration
         data (a rescue's attempts)."""
-        from edgepack.data.dataset import feed_array
-
         cached = self._calibrated
         if cached is not None and cached[0] is bundle.module and cached[1] is calibration:
             return cached[2]
@@ -251,7 +249,7 @@ class LiteRTRuntime(RuntimeBase):
                 fp32 = path.read_bytes()
         arrays = calibration.arrays if calibration is not None else ()
         calibrated = calibrate(fp32, arrays, calibration_count(bundle, calibration),
-                               int(bundle.example_inputs[0].shape[0]), feed_array)
+                               int(bundle.example_inputs[0].shape[0]))
         self._calibrated = (bundle.module, calibration, calibrated)
         return calibrated
 
